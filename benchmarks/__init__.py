@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks against peers, run with `quanyu bench <name>`; figures go to BENCHMARKS.md."""

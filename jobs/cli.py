@@ -1,0 +1,259 @@
+"""The `quanyu` command line: a thin layer over the jobs. Every failure the user can fix is
+printed as one clear message with a non-zero exit; tracebacks only with QUANYU_DEBUG=1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from jobs.runtime import Runtime, ensure_ray
+
+EXIT_FAILURE = 2
+
+
+def _runtime(ctx: click.Context, lake: str | None) -> Runtime:
+    return Runtime.resolve(lake=lake, ray_address=ctx.obj.get("ray_address"))
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+lake_option = click.option("--lake", "lake", type=click.Path(file_okay=False), default=None,
+                           help="Lake folder [default: $QUANYU_HOME/lake].")
+
+
+def _dates(values: tuple[str, ...]) -> list[dt.date] | None:
+    if not values:
+        return None
+    out = []
+    for v in values:
+        try:
+            out.append(dt.date.fromisoformat(v))
+        except ValueError:
+            raise click.BadParameter(f"{v!r} is not a date; use YYYY-MM-DD", param_hint="--date") from None
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ray-address", default=None, help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray].")
+@click.pass_context
+def cli(ctx: click.Context, ray_address: str | None) -> None:
+    """Quanyu: the omnichannel retail ML platform."""
+    ctx.ensure_object(dict)
+    ctx.obj["ray_address"] = ray_address
+
+
+@cli.group()
+def data() -> None:
+    """Generate, validate, merge and describe the omnichannel lake."""
+
+
+@data.command("generate")
+@click.option("--scale", type=click.Choice(["tiny", "small", "medium", "large"]), default="tiny", show_default=True)
+@lake_option
+@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
+@click.option("--start", default=None, help="First day, YYYY-MM-DD [default: the scale's].")
+@click.option("--days", type=click.IntRange(min=28), default=None, help="Number of days [default: the scale's].")
+@click.pass_context
+def data_generate(ctx, scale, lake, seed, start, days) -> None:
+    """Generate a synthetic lake (same seed, same bytes); hidden truth goes to truth/."""
+    from jobs import generate
+
+    start_date = _dates((start,))[0] if start else None
+    config = generate.GenerateConfig(scale=scale, seed=seed, start=start_date, days=days)
+    runtime = _runtime(ctx, lake)
+    if (runtime.lake.root / "raw").exists() and any((runtime.lake.root / "raw").iterdir()):
+        raise click.UsageError(f"{runtime.lake.root} already holds a lake; remove it or choose another --lake")
+    ensure_ray(runtime)
+    result = generate.main(config, runtime.lake)
+    total = sum(result.lines.values())
+    click.echo(f"generated {result.scale} lake at {result.lake}: {result.start} … {result.end}, "
+               f"{total:,} sales lines ({result.lines['online_orders']:,} online, "
+               f"{result.lines['pos_transactions']:,} POS) in {result.chunks} chunks, {result.seconds} s")
+    click.echo("dimensions: " + ", ".join(f"{k} {v:,}" for k, v in result.dimensions.items()))
+
+
+@data.command("validate")
+@lake_option
+@click.option("--quarantine", is_flag=True, help="Move failing fact partitions to quarantine/ and pass the rest.")
+@click.option("--date", "dates", multiple=True, help="Only these days (YYYY-MM-DD; repeatable).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write the report as JSON here.")
+@click.pass_context
+def data_validate(ctx, lake, quarantine, dates, report) -> None:
+    """Check the raw lake against its contract. Exit 0 clean, 1 rejected, 3 passed after quarantine."""
+    from jobs import validate
+
+    runtime = _runtime(ctx, lake)
+    ensure_ray(runtime)
+    result = validate.main(validate.ValidateConfig(quarantine=quarantine, dates=_dates(dates)), runtime.lake)
+    if report:
+        Path(report).write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    checked = ", ".join(f"{t} {n:,}" for t, n in result.rows_checked.items())
+    click.echo(f"checked rows: {checked or 'none'}")
+    if result.violations:
+        click.echo(f"\n{len(result.violations)} problem(s):")
+        for v in result.violations[:200]:
+            click.echo(v.line())
+        if len(result.violations) > 200:
+            click.echo(f"… and {len(result.violations) - 200} more (see --report)")
+    for q in result.quarantined:
+        click.echo(f"quarantined {q['table']} dt={q['partition']} ({q['rows']:,} rows) → {q['to']}")
+    status = {0: "clean", 1: "REJECTED", 3: "passed after quarantine"}[result.exit_code]
+    click.echo(f"\nvalidation {status} in {result.seconds} s")
+    ctx.exit(result.exit_code)
+
+
+@data.command("merge")
+@lake_option
+@click.option("--date", "dates", multiple=True, help="Merge only these days (YYYY-MM-DD; repeatable).")
+@click.option("--rebuild", is_flag=True, help="Merge every day again (after dimension changes).")
+@click.pass_context
+def data_merge(ctx, lake, dates, rebuild) -> None:
+    """Resolve OneID and build the curated tables, incrementally."""
+    from jobs import merge
+
+    runtime = _runtime(ctx, lake)
+    ensure_ray(runtime)
+    result = merge.main(merge.MergeConfig(dates=_dates(dates), rebuild=rebuild), runtime.lake)
+    click.echo(f"merged {len(result.merged)} day(s), skipped {result.skipped} unchanged, "
+               f"removed {len(result.removed)} stale, in {result.seconds} s")
+    if result.merged:
+        click.echo(f"lines {result.lines:,}; units net raw {result.raw_units_net:,} = curated {result.curated_units_net:,}; "
+                   f"demand rows {result.demand_rows:,}; stores with performance {result.stores_with_performance}")
+        click.echo("resolution: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.resolution.items())))
+    if result.identity_conflicts:
+        click.echo(f"warning: {result.identity_conflicts} ambiguous channel id(s) linked to nobody")
+    for day, error in sorted(result.failed.items()):
+        click.echo(error, err=True)
+    ctx.exit(result.exit_code)
+
+
+@data.command("describe")
+@lake_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def data_describe(ctx, lake, as_json) -> None:
+    """Table sizes, date ranges and OneID match rates."""
+    from jobs import describe
+
+    runtime = _runtime(ctx, lake)
+    info = describe.main(runtime.lake)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(_describe_text(info))
+
+
+def _describe_text(info: dict) -> str:
+    if not info["tables"]:
+        return f"{info['lake']}: no tables yet — run quanyu data generate (or load your data into raw/)"
+    lines = [f"lake {info['lake']}", f"{'zone':<8} {'table':<18} {'rows':>12} {'files':>7} {'size':>10}  dates"]
+    for t in info["tables"]:
+        dates = f"{t['first_dt']} … {t['last_dt']} ({t['partitions']} days)" if t["first_dt"] else ""
+        lines.append(f"{t['zone']:<8} {t['table']:<18} {t['rows']:>12,} {t['files']:>7,} {_human_bytes(t['bytes']):>10}  {dates}")
+    oneid = info.get("oneid")
+    if oneid:
+        lines.append("\nOneID match rates (share of lines)")
+        for channel in ("online", "offline"):
+            o = oneid[channel]
+            parts = ", ".join(f"{k} {v:.1%}" for k, v in o.items() if k not in ("lines",))
+            lines.append(f"  {channel:<8} {o['lines']:>10,} lines: {parts}")
+        if "members" in oneid:
+            lines.append(f"  members {oneid['members']:,}, of whom {oneid['members_with_purchases']:,} bought in the lake's period")
+    else:
+        lines.append("\nnot merged yet — run quanyu data merge")
+    if info["quarantined_partitions"]:
+        lines.append(f"\nquarantined partitions: {len(info['quarantined_partitions'])} (under quarantine/)")
+    return "\n".join(lines)
+
+
+@cli.command("demo")
+@click.option("--scale", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True)
+@click.pass_context
+def demo(ctx, scale) -> None:
+    """Generate the lake if missing, validate and merge it, print a summary and what to do next."""
+    from jobs import describe, generate, merge, validate
+
+    runtime = _runtime(ctx, None)
+    lake = runtime.lake
+    ensure_ray(runtime)
+    if not lake.files("raw", "products"):
+        click.echo(f"1/3 generating the {scale} lake under {lake.root} …")
+        res = generate.main(generate.GenerateConfig(scale=scale), lake)
+        click.echo(f"    {sum(res.lines.values()):,} sales lines, {res.start} … {res.end}, {res.seconds} s")
+    else:
+        click.echo(f"1/3 lake already at {lake.root}")
+    click.echo("2/3 validating …")
+    checked = validate.main(validate.ValidateConfig(quarantine=True), lake)
+    click.echo(f"    {len(checked.violations)} problem(s), {len(checked.quarantined)} partition(s) quarantined, {checked.seconds} s")
+    if checked.rejected:
+        for v in checked.violations[:20]:
+            click.echo(v.line())
+        ctx.exit(1)
+    click.echo("3/3 merging …")
+    merged = merge.main(merge.MergeConfig(), lake)
+    click.echo(f"    {len(merged.merged)} day(s) merged, {merged.skipped} unchanged, {merged.seconds} s\n")
+    click.echo(_describe_text(describe.main(lake)))
+    click.echo("\nNext:\n"
+               f"  .venv/bin/quanyu data describe --lake {lake.root}\n"
+               "  the contract of every table: docs/lake.md\n"
+               "  the curated tables: python -c \"import pyarrow.dataset as d; "
+               f"print(d.dataset('{lake.root}/curated/demand_daily', partitioning='hive').head(5))\"")
+
+
+@cli.group()
+def bench() -> None:
+    """Side-by-side measurements against peers (figures go to BENCHMARKS.md)."""
+
+
+@bench.command("lake")
+@click.option("--scales", default="small", show_default=True, help="Comma-separated scales, e.g. small,medium.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench].")
+@click.pass_context
+def bench_lake(ctx, scales, out) -> None:
+    """Generation and merge throughput, peak memory, and the merge against one DuckDB query."""
+    from benchmarks import lake as lake_bench
+
+    runtime = _runtime(ctx, None)
+    folder = Path(out) if out else runtime.home / "bench"
+    lake_bench.main([s.strip() for s in scales.split(",") if s.strip()], folder, ray_address=runtime.ray_address)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `quanyu` console script."""
+    from lake.store import LakeError
+    from pydantic import ValidationError
+
+    try:
+        code = cli.main(args=argv, prog_name="quanyu", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except (LakeError, ValueError, ValidationError) as exc:
+        click.echo(f"quanyu: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for QUANYU_DEBUG
+        if os.environ.get("QUANYU_DEBUG"):
+            raise
+        click.echo(f"quanyu: internal error: {type(exc).__name__}: {exc} (set QUANYU_DEBUG=1 for the traceback)", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Job: describe a lake — table sizes, date ranges, OneID match rates. Reads only Parquet
+metadata, plus two columns of curated sales_lines for the match rates."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lake.contract import CURATED_TABLES, RAW_TABLES
+from lake.store import Lake
+
+
+def _table_stats(lake: Lake, zone: str, table: str) -> dict | None:
+    days = lake.partitions(zone, table)
+    files = [f for d in days for f in lake.files(zone, table, d)] if days else lake.files(zone, table)
+    if not files:
+        return None
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return {"zone": zone, "table": table, "files": len(files), "rows": rows,
+            "bytes": sum(f.stat().st_size for f in files),
+            "first_dt": days[0].isoformat() if days else None, "last_dt": days[-1].isoformat() if days else None,
+            "partitions": len(days)}
+
+
+def main(lake: Lake) -> dict:
+    """A dict with `tables` (one entry per present table) and `oneid` (match rates), or
+    `tables: []` when the lake is empty."""
+    tables = [s for s in (_table_stats(lake, "raw", t) for t in RAW_TABLES) if s]
+    tables += [s for s in (_table_stats(lake, "curated", t) for t in CURATED_TABLES) if s]
+    quarantine = lake.root / "quarantine"
+    quarantined = sorted(p.parent.name + "/" + p.name for p in quarantine.glob("*/*/dt=*")) if quarantine.is_dir() else []
+    oneid = None
+    if lake.partitions("curated", "sales_lines"):
+        lines = lake.read_all("curated", "sales_lines", columns=["channel", "resolution"])
+        oneid = {}
+        for channel in ("online", "offline"):
+            part = lines.filter(pc.equal(lines["channel"], channel))
+            counts = {c["values"]: int(c["counts"]) for c in pc.value_counts(part["resolution"]).to_pylist()}
+            total = max(1, part.num_rows)
+            oneid[channel] = {"lines": part.num_rows, **{k: round(v / total, 4) for k, v in sorted(counts.items())},
+                              "member_share": round(sum(v for k, v in counts.items() if k in ("channel_id", "phone")) / total, 4)}
+        if lake.files("raw", "members") and lake.partitions("curated", "interactions"):
+            members = pq.ParquetFile(lake.files("raw", "members")[0]).metadata.num_rows
+            active = lake.read_all("curated", "interactions", columns=["member_id"])
+            oneid["members"] = members
+            oneid["members_with_purchases"] = len(pc.unique(active["member_id"]))
+    return {"lake": str(lake.root), "tables": tables, "quarantined_partitions": quarantined, "oneid": oneid}

@@ -1,0 +1,45 @@
+"""Where a run's state lives and how it reaches Ray and MLflow. Read at the entry point, once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lake.store import Lake
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved locations: QUANYU_HOME, the lake, the MLflow tracking URI and the Ray address."""
+
+    home: Path
+    lake: Lake
+    tracking_uri: str
+    ray_address: str | None
+
+    @classmethod
+    def resolve(cls, lake: str | None = None, ray_address: str | None = None,
+                environ: dict[str, str] | None = None) -> "Runtime":
+        """Defaults: QUANYU_HOME=./.quanyu, lake under it, MLflow on SQLite under it, a local Ray
+        unless --ray-address or RAY_ADDRESS names a cluster."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("QUANYU_HOME", ".quanyu")).expanduser().resolve()
+        lake_root = Path(lake).expanduser() if lake else home / "lake"
+        tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+        return cls(home=home, lake=Lake(lake_root), tracking_uri=tracking,
+                   ray_address=ray_address or env.get("RAY_ADDRESS") or None)
+
+
+def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
+    """Connect to the configured Ray cluster, or start a local one; reuse one already running
+    in this process (tests, notebooks)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if runtime.ray_address:
+        ray.init(address=runtime.ray_address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 configure_logging=True, logging_level="WARNING")

@@ -1,0 +1,1 @@
+"""The Ray Serve application: HTTP API, model deployments, hot reload, planner page."""
