@@ -30,6 +30,11 @@ class Column:
     required: bool
     doc: str
     allowed: tuple[str, ...] | None = None  # closed vocabulary for string columns
+    nullable: bool | None = None  # default: optional columns may be empty, required ones not
+
+    @property
+    def allows_null(self) -> bool:
+        return (not self.required) if self.nullable is None else self.nullable
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,12 @@ class Table:
     def schema(self, present: list[str] | None = None) -> pa.Schema:
         """The Arrow schema of the table, restricted to `present` columns when given."""
         cols = [c for c in self.columns if present is None or c.name in present]
-        return pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in cols])
+        return pa.schema([pa.field(c.name, c.type, nullable=c.allows_null) for c in cols])
 
 
-def _c(name: str, type_: pa.DataType, required: bool, doc: str, allowed: tuple[str, ...] | None = None) -> Column:
-    return Column(name, type_, required, doc, allowed)
+def _c(name: str, type_: pa.DataType, required: bool, doc: str, allowed: tuple[str, ...] | None = None,
+       nullable: bool | None = None) -> Column:
+    return Column(name, type_, required, doc, allowed, nullable)
 
 
 STR, F64, I32, BOOL, DATE = pa.string(), pa.float64(), pa.int32(), pa.bool_(), pa.date32()
@@ -95,10 +101,10 @@ STORES = Table(
            (*ONLINE_PLATFORMS, "other")),
         _c("store_name", STR, False, "Display name."),
         _c("format", STR, False, "Offline format.", ("flagship", "mall", "street", "outlet")),
-        _c("city", STR, False, "City of an offline store (required for offline stores)."),
+        _c("city", STR, True, "City of an offline store; empty for online shops.", nullable=True),
+        _c("lat", F64, True, "Latitude of an offline store, WGS84 degrees; empty for online shops.", nullable=True),
+        _c("lon", F64, True, "Longitude of an offline store, WGS84 degrees; empty for online shops.", nullable=True),
         _c("site_id", STR, False, "Cell id of the store's site (joins candidate_sites.site_id)."),
-        _c("lat", F64, False, "Latitude, WGS84 degrees."),
-        _c("lon", F64, False, "Longitude, WGS84 degrees."),
         _c("open_date", DATE, False, "First trading day; empty means open before the lake starts."),
         _c("close_date", DATE, False, "Last trading day; empty while trading."),
         _c("floor_area_sqm", F64, False, "Sales floor area, square metres."),
@@ -146,7 +152,7 @@ ONLINE_ORDERS = Table(
         _c("sku_id", STR, True, "What was bought."),
         _c("quantity", I32, True, "Units; negative only on refund lines."),
         _c("unit_price", F64, True, "Price paid per unit after all discounts, CNY."),
-        _c("buyer_id", STR, False, "Platform account of the buyer; empty for guest checkout."),
+        _c("buyer_id", STR, True, "Platform account of the buyer; empty for guest checkout.", nullable=True),
         _c("phone_hash", STR, False, "Hash of the receiver's phone number, where the platform shares it."),
         _c("list_price", F64, False, "List price per unit on the day, CNY."),
         _c("discount_amount", F64, False, "Total discount on the line, CNY."),
@@ -172,7 +178,7 @@ POS_TRANSACTIONS = Table(
         _c("sku_id", STR, True, "What was bought."),
         _c("quantity", I32, True, "Units; negative only on refund lines."),
         _c("unit_price", F64, True, "Price paid per unit after all discounts, CNY."),
-        _c("member_card_id", STR, False, "Loyalty card scanned at the till; empty when anonymous."),
+        _c("member_card_id", STR, True, "Loyalty card scanned at the till; empty when anonymous.", nullable=True),
         _c("list_price", F64, False, "List price per unit on the day, CNY."),
         _c("discount_amount", F64, False, "Total discount on the line, CNY."),
         _c("promo_id", STR, False, "Promotion applied."),

@@ -35,7 +35,12 @@ def identity_index(identities: pa.Table) -> IdentityIndex:
 
 def _lookup(lines: pa.Table, links: pa.Table, channel_col: str | None, channel: str | None,
             id_col: str, out: str) -> pa.Table:
-    """Left-join a member column `out` onto lines, matching (channel, id) against the links."""
+    """Left-join a member column `out` onto lines, matching (channel, id) against the links.
+
+    The links are first cut down to the ids that occur in `lines` (one hash-set scan), so the
+    join's hash table holds a day's buyers rather than the whole data bank."""
+    present = pc.unique(lines[id_col].drop_null())
+    links = links.filter(pc.is_in(links["channel_user_id"], value_set=present))
     if channel_col is None:
         right = links.filter(pc.equal(links["channel"], channel)).drop_columns(["channel"])
         right = right.rename_columns([id_col, out])

@@ -386,7 +386,9 @@ def _pos_transactions(ctx: CityContext, lines: pd.DataFrame, rng: np.random.Gene
     lines["txn_ts"] = lines.groupby("txn_id")["txn_ts"].transform("min")
     lines["line_no"] = (lines.groupby("txn_id").cumcount() + 1).astype("int32")
     lines["is_refund"] = False
-    out = pd.concat([lines, _refunds(lines, REFUND_RATE["offline"], 7, "txn_ts", ctx.end, rng)], ignore_index=True)
+    refunds = _refunds(lines, REFUND_RATE["offline"], 7, "txn_ts", ctx.end, rng)
+    refunds = _onto_trading_days(refunds, ctx)
+    out = pd.concat([lines, refunds], ignore_index=True)
     out["dt"] = out["txn_ts"].dt.date
     cols = ["txn_id", "line_no", "is_refund", "txn_ts", "store_id", "sku_id", "quantity", "unit_price",
             "member_card_id", "list_price", "discount_amount", "promo_id", "dt"]
@@ -404,3 +406,21 @@ def calibrate_base_rate(contexts: list[CityContext], days: np.ndarray, target_li
     if units <= 0:
         raise ValueError("the generated world has no demand at all; check the scale's dates")
     return target_lines / (units * lines_per_unit)
+
+
+def _onto_trading_days(refunds: pd.DataFrame, ctx: CityContext) -> pd.DataFrame:
+    """Returns happen only when the store trades: a refund due on a closure day moves to the
+    next open day; one due after the store closed for good is dropped."""
+    closed = set(ctx.calendar.loc[ctx.calendar["phase"] == "closure", "date"])
+    shift = np.zeros(len(refunds), dtype=int)
+    days = refunds["txn_ts"].dt.date.to_numpy()
+    for i, day in enumerate(days):
+        while day + dt.timedelta(days=int(shift[i])) in closed:
+            shift[i] += 1
+    refunds = refunds.assign(txn_ts=refunds["txn_ts"] + pd.to_timedelta(shift, unit="D"))
+    close = ctx.stores.set_index("store_id")["close_date"] if "close_date" in ctx.stores else None
+    if close is not None:
+        last = refunds["store_id"].map(close)
+        keep = [not isinstance(c, dt.date) or d <= c for d, c in zip(refunds["txn_ts"].dt.date, last)]
+        refunds = refunds[keep]
+    return refunds[refunds["txn_ts"].dt.date <= ctx.end]

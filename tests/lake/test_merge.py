@@ -1,0 +1,135 @@
+"""The omnichannel merge: conservation, OneID, zero-row rules, idempotency, incrementality,
+and a lake that carries only the contract's required columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import merge, validate
+from lake.contract import RAW_TABLES
+
+
+def _raw_sum(lake, table: str, column: str) -> float:
+    return float(pc.sum(lake.read_all("raw", table, columns=[column])[column]).as_py())
+
+
+def test_units_and_revenue_are_conserved(tiny_lake):
+    raw_units = sum(_raw_sum(tiny_lake, t, "quantity") for t in ("online_orders", "pos_transactions"))
+    lines = tiny_lake.read_all("curated", "sales_lines", columns=["quantity", "revenue"])
+    demand = tiny_lake.read_all("curated", "demand_daily", columns=["units_net", "units_sold", "units_refunded", "revenue_net"])
+    assert raw_units == pc.sum(lines["quantity"]).as_py() == pc.sum(demand["units_net"]).as_py()
+    assert pc.sum(demand["units_sold"]).as_py() - pc.sum(demand["units_refunded"]).as_py() == raw_units
+    assert pc.sum(lines["revenue"]).as_py() == pytest.approx(pc.sum(demand["revenue_net"]).as_py(), rel=1e-9)
+
+
+def test_zero_rows_only_where_ranged_and_the_store_traded(tiny_lake):
+    demand = tiny_lake.read_all("curated", "demand_daily").to_pandas()
+    zeros = demand[(demand["units_sold"] == 0) & (demand["units_refunded"] == 0)]
+    assert len(zeros) > 1000
+    assortment = tiny_lake.read("raw", "assortment").to_pandas()
+    ranged = zeros.merge(assortment, on=["store_id", "sku_id"], how="left")
+    ok = (ranged["valid_from"] <= ranged["dt"]) & (ranged["valid_to"].isna() | (ranged["dt"] <= ranged["valid_to"]))
+    assert ok.groupby([ranged["dt"], ranged["store_id"], ranged["sku_id"]]).any().all()
+    traded = demand[demand["units_sold"] > 0][["dt", "store_id"]].drop_duplicates()
+    assert len(zeros.merge(traded, on=["dt", "store_id"])) == len(zeros)
+
+
+def test_oneid_links_only_to_the_true_member(tiny_lake):
+    """Every resolved line belongs to the member the generator's truth says bought it."""
+    truth = tiny_lake.read("truth", "consumers").to_pandas()
+    day = tiny_lake.partitions("raw", "online_orders")[100]
+    raw = tiny_lake.read("raw", "online_orders", day).to_pandas()
+    stores = tiny_lake.read("raw", "stores").to_pandas().set_index("store_id")
+    raw["platform"] = raw["store_id"].map(stores["platform"])
+    account_owner = {}
+    for platform in ("tmall", "jd", "douyin", "miniprogram"):
+        account_owner.update({(platform, a): m for a, m in zip(truth[f"{platform}_id"], truth["member_id"])})
+    phone_owner = dict(zip(truth["phone_hash"], truth["member_id"]))
+    curated = tiny_lake.read("curated", "sales_lines", day).to_pandas()
+    online = curated[curated["channel"] == "online"].merge(
+        raw[["order_id", "line_no", "is_refund", "platform", "buyer_id", "phone_hash"]],
+        on=["order_id", "line_no", "is_refund"], suffixes=("", "_raw"))
+    assert len(online) == len(raw)
+    by_account = online[online["resolution"] == "channel_id"]
+    assert len(by_account) > 50
+    assert (by_account["member_id"] == [account_owner[(p, b)] for p, b in zip(by_account["platform_raw"], by_account["buyer_id"])]).all()
+    by_phone = online[online["resolution"] == "phone"]
+    assert (by_phone["member_id"] == by_phone["phone_hash"].map(phone_owner)).all()
+
+
+def test_merging_again_changes_nothing(lake_copy, ray_session):
+    day = lake_copy.partitions("curated", "sales_lines")[77]
+    before = {t: lake_copy.read("curated", t, day) for t in merge.CURATED_DAILY}
+    perf = lake_copy.read("curated", "store_performance")
+    result = merge.main(merge.MergeConfig(rebuild=True), lake_copy)
+    assert len(result.merged) == len(lake_copy.partitions("raw", "online_orders"))
+    for table, data in before.items():
+        assert lake_copy.read("curated", table, day).equals(data), table
+    assert lake_copy.read("curated", "store_performance").equals(perf)
+    again = merge.main(merge.MergeConfig(), lake_copy)
+    assert again.merged == [] and again.skipped == len(result.merged)
+
+
+def test_a_changed_day_is_the_only_day_merged_again(lake_copy, ray_session):
+    days = lake_copy.partitions("raw", "pos_transactions")
+    changed = days[60]
+    mtimes = {d: lake_copy.files("curated", "demand_daily", d)[0].stat().st_mtime_ns for d in days[:100]}
+    f = lake_copy.files("raw", "pos_transactions", changed)[0]
+    table = pq.read_table(f)
+    pq.write_table(table.slice(1), f)  # a late correction removes one line
+    result = merge.main(merge.MergeConfig(), lake_copy)
+    assert result.merged == [changed]
+    for d, mtime in mtimes.items():
+        same = lake_copy.files("curated", "demand_daily", d)[0].stat().st_mtime_ns == mtime
+        assert same == (d != changed), d
+    assert result.raw_units_net == result.curated_units_net
+
+
+def test_quarantined_days_leave_the_curated_zone(lake_copy, ray_session):
+    import shutil
+
+    day = lake_copy.partitions("raw", "online_orders")[5]
+    for table in ("online_orders", "pos_transactions"):
+        shutil.rmtree(lake_copy.partition_dir("raw", table, day), ignore_errors=True)
+    result = merge.main(merge.MergeConfig(), lake_copy)
+    assert result.removed == [day]
+    assert day not in lake_copy.partitions("curated", "sales_lines")
+
+
+def test_a_lake_with_only_required_columns_works(raw_copy, ray_session):
+    for name, spec in RAW_TABLES.items():
+        if not spec.required_table:
+            import shutil
+
+            shutil.rmtree(raw_copy.table_dir("raw", name))
+            continue
+        days = raw_copy.partitions("raw", name) or [None]
+        for day in days:
+            for f in raw_copy.files("raw", name, day):
+                pq.write_table(pq.read_table(f, columns=list(spec.required_columns)), f)
+    assert validate.main(validate.ValidateConfig(), raw_copy).exit_code == 0
+    result = merge.main(merge.MergeConfig(), raw_copy)
+    assert result.exit_code == 0 and result.raw_units_net == result.curated_units_net
+    demand = raw_copy.read_all("curated", "demand_daily").to_pandas()
+    assert (demand["units_sold"] == 0).sum() > 1000  # ranging inferred from recent sales
+    lines = raw_copy.read_all("curated", "sales_lines", columns=["resolution"]).to_pandas()
+    assert set(lines["resolution"]) == {"channel_id", "guest", "anonymous"}  # no phone hashes without the column
+    assert raw_copy.read("curated", "store_performance").num_rows >= 4
+
+
+def test_merge_refuses_unknown_dates_and_missing_dimensions(raw_copy, ray_session):
+    from lake.store import LakeError
+
+    with pytest.raises(LakeError, match="no raw data for 1999-01-01"):
+        merge.main(merge.MergeConfig(dates=[dt.date(1999, 1, 1)]), raw_copy)
+    for f in raw_copy.files("raw", "stores"):
+        os.remove(f)
+    with pytest.raises(LakeError, match="raw/stores is missing"):
+        merge.main(merge.MergeConfig(), raw_copy)
