@@ -265,7 +265,7 @@ ASSORTMENT = Table(
     ),
     key=("store_id", "sku_id", "valid_from"),
     doc=("Ranging: which SKUs each store carries when. Optional: without it, a SKU counts as "
-         "ranged in a store from its first to its last sale there."),
+         "ranged in a store on a day when it sold there within the 56 days up to that day."),
     required_table=False,
     foreign_keys={"store_id": ("stores", "store_id"), "sku_id": ("products", "sku_id")},
 )
@@ -385,6 +385,17 @@ CURATED_TABLES: dict[str, Table] = {
 }
 
 
+def cast_column(column, target: pa.DataType):
+    """Cast one column to a contract type. Naive timestamps are local time (not UTC, which is
+    what a plain Arrow cast to a zoned type assumes). Raises pyarrow errors on impossible casts."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_timestamp(target) and pa.types.is_timestamp(column.type) and column.type.tz is None:
+        return pc.assume_timezone(column.cast(pa.timestamp(target.unit)), target.tz, ambiguous="earliest",
+                                  nonexistent="earliest")
+    return column.cast(target)
+
+
 def conform(frame, table: Table, *, keep_extra: bool = False) -> pa.Table:
     """An Arrow table with the contract's columns of `table` (those present in `frame`), cast
     to the contract's types and in contract order. Raises KeyError when a required column is
@@ -401,10 +412,7 @@ def conform(frame, table: Table, *, keep_extra: bool = False) -> pa.Table:
         column = data.column(name)
         target = table.column(name).type if name in {c.name for c in table.columns} else column.type
         if column.type != target:
-            if pa.types.is_timestamp(target) and pa.types.is_timestamp(column.type) and column.type.tz is None:
-                column = column.cast(pa.timestamp("us")).cast(target)  # naive values are local time
-            else:
-                column = column.cast(target)
+            column = cast_column(column, target)
         arrays.append(column)
         fields.append(pa.field(name, target))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
@@ -418,3 +426,20 @@ def complete(data: pa.Table, table: Table) -> pa.Table:
         if col.name not in typed.column_names:
             typed = typed.append_column(pa.field(col.name, col.type), pa.nulls(typed.num_rows, col.type))
     return typed.select([c.name for c in table.columns])
+
+
+def _type_name(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t):
+        return f"timestamp (µs, {t.tz})"
+    return {"string": "string", "double": "float64", "int32": "int32", "bool": "bool",
+            "date32[day]": "date"}.get(str(t), str(t))
+
+
+def markdown(table: Table) -> str:
+    """The table's columns as a Markdown table (docs/lake.md embeds exactly this)."""
+    rows = ["| column | type | required | meaning |", "| --- | --- | --- | --- |"]
+    for c in table.columns:
+        need = "yes" if c.required and not c.allows_null else ("yes, may be empty" if c.required else "no")
+        meaning = c.doc + (f" One of: {', '.join(c.allowed)}." if c.allowed else "")
+        rows.append(f"| `{c.name}` | {_type_name(c.type)} | {need} | {meaning} |")
+    return "\n".join(rows)

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake.contract import Table
+from lake.contract import Table, cast_column
 
 MAX_UNITS_PER_LINE = 1_000
 MAX_UNIT_PRICE = 200_000.0  # CNY; anything above is a unit or decimal-point error
@@ -83,18 +83,16 @@ def conform_types(data: pa.Table, spec: Table) -> tuple[pa.Table, list[Violation
             columns[name] = column.cast(target) if pa.types.is_null(column.type) else column
             continue
         try:
-            if pa.types.is_timestamp(target) and pa.types.is_timestamp(column.type) and column.type.tz is None:
-                columns[name] = column.cast(pa.timestamp("us")).cast(target)
-            elif pa.types.is_floating(target) and pa.types.is_integer(column.type):
-                columns[name] = column.cast(target)
-            elif pa.types.is_integer(target) and pa.types.is_integer(column.type):
-                columns[name] = column.cast(target)  # safe cast: raises on overflow
-            elif pa.types.is_date(target) and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)):
-                columns[name] = column.cast(target)
-            elif pa.types.is_string(target) and pa.types.is_large_string(column.type):
-                columns[name] = column.cast(target)
-            else:
+            readable = (
+                (pa.types.is_timestamp(target) and pa.types.is_timestamp(column.type))
+                or (pa.types.is_floating(target) and pa.types.is_integer(column.type))
+                or (pa.types.is_integer(target) and pa.types.is_integer(column.type))  # safe: raises on overflow
+                or (pa.types.is_date(target) and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)))
+                or (pa.types.is_string(target) and pa.types.is_large_string(column.type))
+            )
+            if not readable:
                 raise pa.ArrowInvalid("incompatible")
+            columns[name] = cast_column(column, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             violations.append(Violation(
                 spec.name, "type", data.num_rows,

@@ -133,8 +133,10 @@ def _ids(rng: np.random.Generator, prefix: str, n: int, digits: int) -> np.ndarr
 
 def _hex_ids(rng: np.random.Generator, prefix: str, n: int, bits: int = 48) -> pd.Series:
     """n random hex ids of `bits` bits (a multiple of 32) with a prefix, e.g. 'tm_3fa9c2…'."""
-    words = rng.integers(0, 2**32, size=(n, bits // 32), dtype=np.uint64)
-    return pd.Series([prefix + "".join(f"{v:08x}" for v in row) for row in words], dtype="str")
+    words = rng.integers(0, 2**32, size=(n, bits // 32), dtype=np.uint64).astype(">u4")
+    digits = words.tobytes().hex()  # one big hex string, `bits // 4` characters per id
+    width = bits // 4
+    return pd.Series([prefix + digits[i * width:(i + 1) * width] for i in range(n)], dtype="str")
 
 
 def build_cities(scale: Scale, rng: np.random.Generator) -> pd.DataFrame:
@@ -381,12 +383,15 @@ def build_consumers(cities: pd.DataFrame, sites: pd.DataFrame, scale: Scale, sta
         home_cell[mask] = rng.choice(cs["site_id"].to_numpy(), size=mask.sum(), p=w / w.sum())
     age = rng.choice(len(AGE_BANDS), size=n, p=[0.22, 0.38, 0.25, 0.15])
     sens = rng.choice(len(SENSITIVITIES), size=n, p=[0.25, 0.45, 0.30])
-    fav1 = np.array([rng.choice(len(CATEGORY_NAMES), p=AGE_CATEGORY_PREF[a] / AGE_CATEGORY_PREF[a].sum()) for a in age])
+    fav1 = np.zeros(n, dtype=int)
+    for band in range(len(AGE_BANDS)):  # favourite category drawn from the age band's tastes
+        members_of_band = age == band
+        pref = AGE_CATEGORY_PREF[band] / AGE_CATEGORY_PREF[band].sum()
+        fav1[members_of_band] = rng.choice(len(CATEGORY_NAMES), size=members_of_band.sum(), p=pref)
     fav2 = (fav1 + rng.integers(1, len(CATEGORY_NAMES), size=n)) % len(CATEGORY_NAMES)
     is_member = rng.random(n) < MEMBER_SHARE
     period = (end - start).days
-    join = [start - dt.timedelta(days=int(x)) if x >= 0 else start + dt.timedelta(days=int(-x))
-            for x in rng.integers(-period, 1500, size=n)]
+    join = (np.datetime64(start, "D") - rng.integers(-period, 1500, size=n).astype("timedelta64[D]")).astype(object)
     member_ids = _hex_ids(rng, "M", n, 64)
     frame = pd.DataFrame({
         "consumer_id": np.arange(n), "city": cities["city"].to_numpy()[city_idx],
