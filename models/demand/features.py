@@ -1,11 +1,15 @@
 """Demand features: one declaration builds the training matrix, the batch-scoring rows and the
 rows a served forecast needs.
 
-Every history feature of the row for day t ends at least `horizon` days before t, so one model
-forecasts every day of the horizon from the same origin (no recursion). Features are computed
-on a dense panel — a (series × days) matrix of units sold, NaN where the store was closed or the
-SKU not ranged — so lags are column shifts and rolling means are differences of cumulative sums.
-Names derive from parameters, as in mlforecast: `lag28`, `rolling_mean_lag28_window7`.
+A forecast is made at an origin (the last day with data) for each day of the horizon. Every
+history feature of a row is computed *as of its origin* — the means of the last 7/28/56 days,
+the same weekday in the last weeks before the origin, the SKU's sales across stores since launch
+— and the horizon (days from origin to target) is itself a feature. One model therefore serves
+every day of the horizon without recursion, and a SKU launched ten days before the origin brings
+its ten days of sales. Training rows draw their horizon at random (seeded), so the training
+matrix has one row per series and day, like the data. Features are computed on a dense panel —
+a (series × days) matrix of units sold, NaN where the store was closed or the SKU not ranged —
+so they are column gathers and differences of cumulative sums.
 """
 
 from __future__ import annotations
@@ -28,28 +32,25 @@ class FeatureSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    horizon: int = Field(28, ge=1, le=91, description="days ahead; every history feature ends this far back")
-    lags: tuple[int, ...] = Field((28, 35, 42, 49, 56), description="units sold this many days before")
-    rolling_windows: tuple[int, ...] = Field((7, 28, 56), description="mean units over windows ending `horizon` back")
+    horizon: int = Field(28, ge=1, le=91, description="days ahead a forecast reaches")
+    windows: tuple[int, ...] = Field((7, 28, 56), description="mean units over the last N days before the origin")
+    same_weekday_weeks: int = Field(4, ge=0, le=8, description="units on the target's weekday in the last N weeks")
 
     @model_validator(mode="after")
-    def _horizon_safe(self) -> "FeatureSpec":
-        short = [k for k in self.lags if k < self.horizon]
-        if short:
-            raise ValueError(f"lags {short} are shorter than the horizon {self.horizon}: they would not be known "
-                             "when forecasting the last day of the horizon")
+    def _positive(self) -> "FeatureSpec":
+        if any(w < 1 for w in self.windows):
+            raise ValueError(f"windows must be at least 1 day, got {list(self.windows)}")
         return self
 
     @property
     def history_days(self) -> int:
-        """How many days of history the features of one forecast origin need."""
-        return max([*self.lags, self.horizon + max(self.rolling_windows, default=0)])
+        """How many days before the origin the features of one forecast read."""
+        return max([*self.windows, 7 * self.same_weekday_weeks, 28])
 
     def history_feature_names(self) -> list[str]:
-        names = [f"lag{k}" for k in self.lags]
-        names += [f"rolling_mean_lag{self.horizon}_window{w}" for w in self.rolling_windows]
-        names += [f"sku_rolling_mean_lag{self.horizon}_window28", f"store_rolling_mean_lag{self.horizon}_window28",
-                  "days_since_first_sale"]
+        names = [f"mean_{w}d" for w in self.windows]
+        names += [f"same_weekday_{k}w" for k in range(1, self.same_weekday_weeks + 1)]
+        names += ["last_day", "sku_mean_28d", "store_mean_28d", "sku_mean_since_launch", "days_since_first_sale"]
         return names
 
 
@@ -88,53 +89,68 @@ def build_panel(demand: pd.DataFrame) -> Panel:
     return Panel(keys, start, units)
 
 
-def _shift(matrix: np.ndarray, k: int) -> np.ndarray:
-    """matrix shifted right by k days (value of day j is day j−k's), NaN where unknown."""
-    out = np.full_like(matrix, np.nan)
-    if k < matrix.shape[1]:
-        out[:, k:] = matrix[:, : matrix.shape[1] - k]
-    return out
-
-
-def _rolling_mean(matrix: np.ndarray, window: int, lag: int) -> np.ndarray:
-    """Mean of the non-missing values over days [j−lag−window+1, j−lag]; NaN if none."""
+def _trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the non-missing values over days [j−window+1, j] for every day j; NaN if none."""
     filled = np.nan_to_num(matrix)
     present = (~np.isnan(matrix)).astype(np.float32)
     zero = np.zeros((matrix.shape[0], 1), np.float32)
-    csum = np.concatenate([zero, np.cumsum(filled, axis=1)], axis=1)
+    csum = np.concatenate([zero, np.cumsum(filled, axis=1, dtype=np.float64)], axis=1)
     ccount = np.concatenate([zero, np.cumsum(present, axis=1)], axis=1)
-    n = matrix.shape[1]
-    end = np.arange(n) - lag + 1  # exclusive end index into the cumulative arrays
+    end = np.arange(1, matrix.shape[1] + 1)
     begin = np.clip(end - window, 0, None)
-    end = np.clip(end, 0, None)
     total = csum[:, end] - csum[:, begin]
     count = ccount[:, end] - ccount[:, begin]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / count, np.nan).astype(np.float32)
 
 
-def history_features(panel: Panel, spec: FeatureSpec) -> dict[str, np.ndarray]:
-    """Every history feature as a (series × days) matrix aligned with the panel's days."""
+@dataclass
+class History:
+    """History features as of every panel day: per series, per SKU and per store matrices."""
+
+    series: dict[str, np.ndarray]  # (n_series, days), rows as panel.series
+    sku: dict[str, np.ndarray]  # (n_skus, days), rows as sku_index
+    store: dict[str, np.ndarray]  # (n_stores, days), rows as store_index
+    sku_index: pd.Index
+    store_index: pd.Index
+
+
+def _group_rate(panel: Panel, level: str) -> tuple[np.ndarray, pd.Index]:
+    """Mean units per series of the same `level` (sku_id or store_id) on each day."""
+    codes, uniques = pd.factorize(panel.series[level])
     u = panel.units
-    out: dict[str, np.ndarray] = {f"lag{k}": _shift(u, k) for k in spec.lags}
-    for w in spec.rolling_windows:
-        out[f"rolling_mean_lag{spec.horizon}_window{w}"] = _rolling_mean(u, w, spec.horizon)
-    # the SKU's mean rate across all stores and the store's mean rate across its SKUs carry
-    # information to series with little history of their own (new stores, new SKUs elsewhere)
-    for level, name in (("sku_id", "sku"), ("store_id", "store")):
-        codes, uniques = pd.factorize(panel.series[level])
-        groups = np.zeros((len(uniques), panel.days), np.float32)
-        counts = np.zeros_like(groups)
-        np.add.at(groups, codes, np.nan_to_num(u))
-        np.add.at(counts, codes, (~np.isnan(u)).astype(np.float32))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(counts > 0, groups / counts, np.nan)
-        out[f"{name}_rolling_mean_lag{spec.horizon}_window28"] = _rolling_mean(rate, 28, spec.horizon)[codes]
+    totals = np.zeros((len(uniques), panel.days), np.float64)
+    counts = np.zeros_like(totals)
+    np.add.at(totals, codes, np.nan_to_num(u))
+    np.add.at(counts, codes, (~np.isnan(u)).astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(counts > 0, totals / counts, np.nan).astype(np.float32)
+    return rate, pd.Index(uniques)
+
+
+def history_features(panel: Panel, spec: FeatureSpec) -> History:
+    """History features as of each panel day taken as origin. Same-weekday lags are not here:
+    they depend on the target day (see design_matrix)."""
+    u = panel.units
+    series: dict[str, np.ndarray] = {f"mean_{w}d": _trailing_mean(u, w) for w in spec.windows}
+    series["last_day"] = u
     sold = np.nan_to_num(u) > 0
     first = np.where(sold.any(axis=1), sold.argmax(axis=1), panel.days + 10_000)
-    since = np.arange(panel.days)[None, :] - spec.horizon - first[:, None]
-    out["days_since_first_sale"] = np.where(since >= 0, since, np.nan).astype(np.float32)
-    return out
+    since = np.arange(panel.days)[None, :] - first[:, None]
+    series["days_since_first_sale"] = np.where(since >= 0, since, np.nan).astype(np.float32)
+    sku_rate, sku_index = _group_rate(panel, "sku_id")
+    store_rate, store_index = _group_rate(panel, "store_id")
+    # the SKU's mean rate across its stores since its first sale anywhere: what a new SKU has shown
+    sold_any = np.nan_to_num(sku_rate) > 0
+    first_any = np.where(sold_any.any(axis=1), sold_any.argmax(axis=1), panel.days)
+    csum = np.cumsum(np.nan_to_num(sku_rate), axis=1, dtype=np.float64)
+    age = np.arange(panel.days)[None, :] - first_any[:, None] + 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        since_launch = np.where(age > 0, csum / age, np.nan).astype(np.float32)
+    return History(series=series,
+                   sku={"sku_mean_28d": _trailing_mean(sku_rate, 28), "sku_mean_since_launch": since_launch},
+                   store={"store_mean_28d": _trailing_mean(store_rate, 28)},
+                   sku_index=sku_index, store_index=store_index)
 
 
 def calendar_features(days: pd.Series, calendar: pd.DataFrame) -> pd.DataFrame:
@@ -162,3 +178,106 @@ def calendar_features(days: pd.Series, calendar: pd.DataFrame) -> pd.DataFrame:
     for phase in PHASES:
         out[f"phase_{phase}"] = phases.map(lambda p, phase=phase: isinstance(p, list) and phase in p).astype("int8")
     return out
+
+
+@dataclass
+class Attributes:
+    """Static product and store attributes, and the retail calendar, that features join."""
+
+    products: pd.DataFrame  # sku_id, category, list_price, launch_date, optional subcategory/style
+    stores: pd.DataFrame  # store_id, channel, optional platform/format/city/open_date
+    calendar: pd.DataFrame  # date, event, phase
+
+
+def _price_band(products: pd.DataFrame) -> pd.Series:
+    """entry / core / premium by list-price tercile within the category (if not given)."""
+    if "price_band" in products and products["price_band"].notna().all():
+        return products["price_band"]
+    ranks = products.groupby("category")["list_price"].rank(pct=True)
+    return pd.cut(ranks, [0, 1 / 3, 2 / 3, 1.0], labels=["entry", "core", "premium"], include_lowest=True).astype(str)
+
+
+def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Attributes,
+                  spec: FeatureSpec, categories: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Feature rows for `rows` with columns store_id, sku_id, dt (the target day), origin (the
+    day the forecast is made from, inside the panel), list_price and offer_discount_pct.
+
+    A row whose series the panel does not know (a new store × SKU) or whose origin lies outside
+    the panel gets missing history features (LightGBM treats them as missing) and keeps its
+    product, store, price and calendar features. `categories` fixes the categorical codes
+    learned at fit; None learns them. Returns the frame, in a fixed column order, and the
+    categories."""
+    index = pd.MultiIndex.from_frame(panel.series[["store_id", "sku_id"]])
+    series_idx = index.get_indexer(pd.MultiIndex.from_frame(rows[["store_id", "sku_id"]]))
+    sku_idx = history.sku_index.get_indexer(rows["sku_id"])
+    store_idx = history.store_index.get_indexer(rows["store_id"])
+    target = pd.to_datetime(rows["dt"])
+    origin = pd.to_datetime(rows["origin"])
+    horizon = (target - origin).dt.days.to_numpy()
+    if (horizon < 1).any() or (horizon > spec.horizon).any():
+        raise ValueError(f"every row's target must lie 1–{spec.horizon} days after its origin")
+    origin_idx = (origin - pd.Timestamp(panel.start)).dt.days.to_numpy()
+    in_panel = (origin_idx >= 0) & (origin_idx < panel.days)
+
+    def gather(matrix: np.ndarray, row_idx: np.ndarray, day_idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        values = np.full(len(rows), np.nan, np.float32)
+        values[ok] = matrix[row_idx[ok], day_idx[ok]]
+        return values
+
+    out = {}
+    for name in spec.history_feature_names():
+        if name.startswith("same_weekday_"):
+            weeks = int(name.removeprefix("same_weekday_").removesuffix("w"))
+            day_idx = origin_idx + horizon - 7 * (np.ceil(horizon / 7).astype(int) + weeks - 1)
+            out[name] = gather(panel.units, series_idx, day_idx, in_panel & (series_idx >= 0) & (day_idx >= 0))
+        elif name in history.sku:
+            out[name] = gather(history.sku[name], sku_idx, origin_idx, in_panel & (sku_idx >= 0))
+        elif name in history.store:
+            out[name] = gather(history.store[name], store_idx, origin_idx, in_panel & (store_idx >= 0))
+        else:
+            out[name] = gather(history.series[name], series_idx, origin_idx, in_panel & (series_idx >= 0))
+    frame = pd.DataFrame(out, index=rows.index)
+    frame["horizon_days"] = horizon.astype(np.float32)
+
+    products = attrs.products.assign(price_band=_price_band(attrs.products)).set_index("sku_id")
+    stores = attrs.stores.set_index("store_id")
+    frame["list_price"] = rows["list_price"].astype("float32").to_numpy()
+    frame["offer_discount_pct"] = rows["offer_discount_pct"].astype("float32").to_numpy()
+    frame["offer_price"] = frame["list_price"] * (1 - frame["offer_discount_pct"])
+    launch_price = rows["sku_id"].map(products["list_price"]).to_numpy(dtype=np.float32)
+    frame["price_vs_launch"] = frame["list_price"] / launch_price
+    category_price = products.groupby("category")["list_price"].median()
+    frame["offer_price_vs_category"] = frame["offer_price"] / rows["sku_id"].map(products["category"]).map(category_price).to_numpy(dtype=np.float32)
+    launch = pd.to_datetime(rows["sku_id"].map(products["launch_date"]))
+    frame["sku_age_days"] = (target - launch).dt.days.astype("float32").to_numpy()
+    frame["launch_month"] = launch.dt.month.astype("float32").to_numpy()
+    if "open_date" in stores:
+        opened = pd.to_datetime(rows["store_id"].map(stores["open_date"]))
+        frame["store_age_days"] = (target - opened).dt.days.astype("float32").to_numpy()
+    else:
+        frame["store_age_days"] = np.float32(np.nan)
+    cal = calendar_features(rows["dt"], attrs.calendar)
+    cal.index = frame.index
+    frame = pd.concat([frame, cal], axis=1)
+
+    learned = {} if categories is None else dict(categories)
+    for name in CATEGORICAL:
+        if name == "store_id":
+            values = rows["store_id"]
+        elif name in ("channel", "platform", "format", "city"):
+            values = rows["store_id"].map(stores[name]) if name in stores else pd.Series(None, index=rows.index)
+        else:
+            values = rows["sku_id"].map(products[name]) if name in products else pd.Series(None, index=rows.index)
+        values = values.astype("object").where(values.notna(), None)
+        if categories is None:
+            learned[name] = sorted(v for v in values.dropna().unique())
+        frame[name] = pd.Categorical(values.to_numpy(), categories=learned[name])
+    return frame, learned
+
+
+def with_random_origins(rows: pd.DataFrame, spec: FeatureSpec, seed: int) -> pd.DataFrame:
+    """Training rows: each target day gets an origin 1–horizon days before it, drawn uniformly
+    (seeded), so the model learns every horizon from one row per series and day."""
+    rng = np.random.default_rng(seed)
+    horizon = rng.integers(1, spec.horizon + 1, size=len(rows))
+    return rows.assign(origin=pd.to_datetime(rows["dt"]) - pd.to_timedelta(horizon, unit="D"))

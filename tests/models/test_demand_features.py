@@ -1,0 +1,130 @@
+"""Demand features: nothing after the origin leaks in, days (not rows) are counted, calendar
+distances, one code path for training rows and forecast rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.demand.features import (
+    Attributes, FeatureSpec, Panel, build_panel, calendar_features, design_matrix, history_features,
+    with_random_origins,
+)
+
+START = dt.date(2025, 1, 1)
+
+
+def _demand(values: dict[tuple[str, str], list[float | None]]) -> pd.DataFrame:
+    rows = []
+    for (store, sku), ys in values.items():
+        for i, y in enumerate(ys):
+            if y is not None:  # None: no row (closed, not ranged)
+                rows.append({"store_id": store, "sku_id": sku, "dt": START + dt.timedelta(days=i), "units_sold": y})
+    return pd.DataFrame(rows)
+
+
+def _attrs(skus=("A", "B")) -> Attributes:
+    products = pd.DataFrame({"sku_id": list(skus), "category": "tops", "list_price": 100.0,
+                             "launch_date": START})
+    stores = pd.DataFrame({"store_id": ["S", "T"], "channel": "offline", "city": "X"})
+    calendar = pd.DataFrame({"date": [dt.date(2025, 2, 14)], "event": ["valentines"], "phase": ["peak"]})
+    return Attributes(products, stores, calendar)
+
+
+def test_bad_windows_are_refused():
+    with pytest.raises(ValueError, match="at least 1 day"):
+        FeatureSpec(windows=(0, 7))
+
+
+def test_trailing_means_count_days_and_ignore_closed_days():
+    ys = [float(i) for i in range(10)]
+    ys[4] = None  # a closed day: no row
+    panel = build_panel(_demand({("S", "A"): ys}))
+    feats = history_features(panel, FeatureSpec(windows=(3,)))
+    assert feats.series["mean_3d"][0, 5] == pytest.approx((3 + 5) / 2)  # day 4 is missing, not zero
+    assert feats.series["mean_3d"][0, 9] == pytest.approx(8.0)
+    assert feats.series["days_since_first_sale"][0, 9] == 8  # first sale on day 1
+
+
+def test_nothing_after_the_origin_reaches_a_row():
+    rng = np.random.default_rng(0)
+    demand = _demand({("S", "A"): list(rng.poisson(3, 60).astype(float)), ("T", "A"): list(rng.poisson(1, 60).astype(float))})
+    spec = FeatureSpec(horizon=14, windows=(7, 28), same_weekday_weeks=2)
+    rows = demand[demand["dt"] > START + dt.timedelta(days=40)].assign(origin=pd.Timestamp(START + dt.timedelta(days=40)),
+                                                                      list_price=100.0, offer_discount_pct=0.0)
+    rows = rows[pd.to_datetime(rows["dt"]) <= pd.Timestamp(START + dt.timedelta(days=54))]
+    panel = build_panel(demand)
+    before, _ = design_matrix(panel, history_features(panel, spec), rows, _attrs(), spec)
+    changed = panel.units.copy()
+    changed[:, 41:] = 999  # everything after the origin
+    altered = Panel(panel.series, panel.start, changed)
+    after, _ = design_matrix(altered, history_features(altered, spec), rows, _attrs(), spec)
+    pd.testing.assert_frame_equal(before, after)
+    assert before["horizon_days"].min() == 1 and before["horizon_days"].max() == 14
+
+
+def test_same_weekday_lags_fall_on_the_target_weekday_before_the_origin():
+    ys = [float(i) for i in range(40)]
+    panel = build_panel(_demand({("S", "A"): ys}))
+    spec = FeatureSpec(horizon=10, windows=(7,), same_weekday_weeks=2)
+    origin = START + dt.timedelta(days=30)
+    rows = pd.DataFrame({"store_id": "S", "sku_id": "A", "dt": [origin + dt.timedelta(days=h) for h in (1, 7, 8)],
+                         "origin": origin, "list_price": 100.0, "offer_discount_pct": 0.0})
+    frame, _ = design_matrix(panel, history_features(panel, spec), rows, _attrs(), spec)
+    # target day 31 -> day 24 and 17; day 37 -> 30 and 23; day 38 -> 24 and 17 (day 31 is after the origin)
+    assert frame["same_weekday_1w"].tolist() == [24.0, 30.0, 24.0]
+    assert frame["same_weekday_2w"].tolist() == [17.0, 23.0, 17.0]
+    assert frame["last_day"].tolist() == [30.0, 30.0, 30.0]
+
+
+def test_a_new_sku_brings_its_first_days_of_sales():
+    old = [2.0] * 40
+    new = [None] * 30 + [6.0] * 10  # launched 10 days before the origin, sold in store S only
+    panel = build_panel(_demand({("S", "A"): old, ("S", "B"): new, ("T", "A"): old}))
+    spec = FeatureSpec(horizon=7)
+    rows = pd.DataFrame({"store_id": ["T"], "sku_id": ["B"], "dt": [START + dt.timedelta(days=42)],
+                         "origin": START + dt.timedelta(days=39), "list_price": 100.0, "offer_discount_pct": 0.0})
+    frame, _ = design_matrix(panel, history_features(panel, spec), rows, _attrs(), spec)
+    # store T never sold B: no series history, but the SKU's rate across stores is known
+    assert np.isnan(frame["mean_7d"].iloc[0])
+    assert frame["sku_mean_since_launch"].iloc[0] == pytest.approx(6.0)
+
+
+def test_targets_outside_the_horizon_are_refused():
+    panel = build_panel(_demand({("S", "A"): [1.0] * 10}))
+    spec = FeatureSpec(horizon=3)
+    rows = pd.DataFrame({"store_id": ["S"], "sku_id": ["A"], "dt": [START + dt.timedelta(days=9)],
+                         "origin": START, "list_price": 1.0, "offer_discount_pct": 0.0})
+    with pytest.raises(ValueError, match="1–3 days after its origin"):
+        design_matrix(panel, history_features(panel, spec), rows, _attrs(), spec)
+
+
+def test_days_to_and_since_events():
+    cal = pd.DataFrame({"date": [dt.date(2025, 6, 18), dt.date(2025, 11, 11)], "event": ["618", "double11"],
+                        "phase": ["peak", "peak"]})
+    days = pd.Series([dt.date(2025, 6, 10), dt.date(2025, 6, 18), dt.date(2025, 6, 20)])
+    feats = calendar_features(days, cal)
+    assert feats["days_to_618"].tolist() == [8, 0, 45]
+    assert feats["days_since_618"].tolist() == [45, 0, 2]
+    assert feats["phase_peak"].tolist() == [0, 1, 0]
+    assert feats["day_of_week"].tolist() == [1, 2, 4]
+
+
+def test_training_and_forecast_rows_share_columns_and_codes(tiny_lake):
+    demand = tiny_lake.read_all("curated", "demand_daily").to_pandas()
+    attrs = Attributes(tiny_lake.read("raw", "products").to_pandas(), tiny_lake.read("raw", "stores").to_pandas(),
+                       tiny_lake.read("raw", "calendar").to_pandas())
+    spec = FeatureSpec()
+    origin = demand["dt"].max() - dt.timedelta(days=28)
+    panel = build_panel(demand[demand["dt"] <= origin])
+    feats = history_features(panel, spec)
+    train_rows = with_random_origins(demand[demand["dt"] <= origin].sample(500, random_state=0), spec, seed=1)
+    train, categories = design_matrix(panel, feats, train_rows, attrs, spec)
+    future = demand[demand["dt"] > origin].head(300).assign(origin=pd.Timestamp(origin))
+    scored, same = design_matrix(panel, feats, future, attrs, spec, categories)
+    assert list(scored.columns) == list(train.columns) and same == categories
+    assert scored["mean_28d"].notna().mean() > 0.8
+    assert str(scored["category"].dtype) == "category"
