@@ -164,22 +164,30 @@ def _check_partition(lake: Lake, table: str, day: dt.date, references: dict[str,
 
 
 def _cross_partition_duplicates(lake: Lake, checks: list[PartitionCheck]) -> list[Violation]:
-    """A key in two partitions: the later partition is flagged, naming the earlier one."""
+    """A key in two partitions: the later partition is flagged, naming the earliest one. One sort
+    over every partition's key hashes (each partition's hashes are already unique)."""
     out = []
     for table in FACT_TABLES:
         mine = sorted((c for c in checks if c.table == table and c.hashes.size), key=lambda c: c.day)
-        seen: dict[int, dt.date] = {}
-        for check in mine:
-            known = np.fromiter(seen.keys(), dtype=np.uint64, count=len(seen)) if seen else np.zeros(0, np.uint64)
-            repeated = np.intersect1d(check.hashes, known, assume_unique=True)
-            if repeated.size:
-                firsts = sorted({seen[int(h)] for h in repeated[:50]})
-                out.append(Violation(table, "duplicate_across_partitions", int(repeated.size),
-                                     f"keys already present in dt={', dt='.join(d.isoformat() for d in firsts[:3])}; "
-                                     "a line belongs to one partition — remove the copy",
-                                     partition=check.day.isoformat(),
-                                     file=str(lake.partition_dir("raw", table, check.day).relative_to(lake.root))))
-            seen.update(dict.fromkeys(check.hashes.tolist(), check.day))
+        if len(mine) < 2:
+            continue
+        hashes = np.concatenate([c.hashes for c in mine])
+        owner = np.concatenate([np.full(c.hashes.size, i) for i, c in enumerate(mine)])
+        order = np.lexsort((owner, hashes))  # by hash, then by partition (earliest first)
+        hashes, owner = hashes[order], owner[order]
+        repeat = np.flatnonzero(hashes[1:] == hashes[:-1]) + 1  # every copy after the first
+        if not repeat.size:
+            continue
+        first = np.searchsorted(hashes, hashes[repeat], side="left")  # index of the earliest copy
+        for part in np.unique(owner[repeat]):
+            mask = owner[repeat] == part
+            earlier = sorted({mine[i].day for i in owner[first[mask]]})
+            check = mine[part]
+            out.append(Violation(table, "duplicate_across_partitions", int(mask.sum()),
+                                 f"keys already present in dt={', dt='.join(d.isoformat() for d in earlier[:3])}; "
+                                 "a line belongs to one partition — remove the copy",
+                                 partition=check.day.isoformat(),
+                                 file=str(lake.partition_dir("raw", table, check.day).relative_to(lake.root))))
     return out
 
 

@@ -93,10 +93,15 @@ def _active_on(table: pa.Table, first: str, last: str, day: dt.date) -> pa.Array
 
 def list_prices_on(dims: Dimensions, day: dt.date) -> pa.Table:
     """sku_id → list price valid on `day` (the prices table, else the launch list price)."""
-    base = dims.products.select(["sku_id", "list_price"])
-    if dims.prices is None or dims.prices.num_rows == 0:
+    return list_prices(dims.products, dims.prices, day)
+
+
+def list_prices(products: pa.Table, prices: pa.Table | None, day: dt.date) -> pa.Table:
+    """sku_id → list price valid on `day`: the latest prices row in force, else products.list_price."""
+    base = products.select(["sku_id", "list_price"])
+    if prices is None or prices.num_rows == 0:
         return base
-    valid = dims.prices.filter(_active_on(dims.prices, "valid_from", "valid_to", day))
+    valid = prices.filter(_active_on(prices, "valid_from", "valid_to", day))
     latest = valid.group_by("sku_id").aggregate([("valid_from", "max")]).rename_columns(["sku_id", "valid_from"])
     current = valid.join(latest, keys=["sku_id", "valid_from"], join_type="inner").select(["sku_id", "list_price"])
     current = current.rename_columns(["sku_id", "current_price"])
@@ -120,14 +125,22 @@ def ranged_pairs(dims: Dimensions, day: dt.date, recent_pairs: pa.Table | None) 
 
 def offers_on(dims: Dimensions, day: dt.date, rows: pa.Table) -> np.ndarray:
     """Deepest promotion discount on offer for each (store_id, sku_id) row on `day`."""
-    promos = dims.promotions.filter(_active_on(dims.promotions, "start_date", "end_date", day))
+    return offer_discounts(dims.promotions, dims.stores, dims.products, day, rows)
+
+
+def offer_discounts(promotions: pa.Table, stores: pa.Table, products: pa.Table, day: dt.date,
+                    rows: pa.Table) -> np.ndarray:
+    """Deepest discount of the promotions running on `day` for each (store_id, sku_id) row:
+    a promotion applies where its channel, platform, category and SKU scope (when set) match.
+    Used for the curated history and for the planned offers of forecast days alike."""
+    promos = promotions.filter(_active_on(promotions, "start_date", "end_date", day))
     best = np.zeros(rows.num_rows)
     if promos.num_rows == 0 or rows.num_rows == 0:
         return best
     store_info = rows.select(["store_id", "sku_id"]).append_column("_row", pa.array(np.arange(rows.num_rows)))
-    store_info = store_info.join(dims.stores.select(["store_id", "channel", "platform"]), keys="store_id",
+    store_info = store_info.join(stores.select(["store_id", "channel", "platform"]), keys="store_id",
                                  join_type="left outer")
-    store_info = store_info.join(dims.products.select(["sku_id", "category"]), keys="sku_id", join_type="left outer")
+    store_info = store_info.join(products.select(["sku_id", "category"]), keys="sku_id", join_type="left outer")
     store_info = store_info.sort_by("_row")
     channel = np.asarray(store_info["channel"].to_pylist(), dtype=object)
     platform = np.asarray(store_info["platform"].to_pylist(), dtype=object)

@@ -359,7 +359,11 @@ def _online_orders(ctx: CityContext, lines: pd.DataFrame, rng: np.random.Generat
     lines["order_ts"] = first_ts  # all lines of an order share its time
     lines["line_no"] = (lines.groupby("order_id").cumcount() + 1).astype("int32")
     guest = rng.random(len(lines)) < GUEST_CHECKOUT_RATE
-    buyer = np.array([consumers[f"{p}_id"].iat[i] for i, p in enumerate(lines["platform"])], dtype=object)
+    platforms = lines["platform"].to_numpy()
+    buyer = np.empty(len(lines), dtype=object)
+    for platform in np.unique(platforms):  # each line's account on the platform it bought on
+        on_platform = platforms == platform
+        buyer[on_platform] = consumers[f"{platform}_id"].to_numpy()[on_platform]
     lines["buyer_id"] = np.where(guest, None, buyer)
     phone_rate = lines["platform"].map(PLATFORM_PHONE_RATE).to_numpy()
     lines["phone_hash"] = np.where(rng.random(len(lines)) < phone_rate, consumers["phone_hash"].to_numpy(), None)

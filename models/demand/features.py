@@ -70,11 +70,6 @@ class Panel:
     def date_index(self, day: dt.date) -> int:
         return (day - self.start).days
 
-    def tail(self, days: int) -> "Panel":
-        """The last `days` days (what serving keeps)."""
-        cut = max(0, self.days - days)
-        return Panel(self.series, self.start + dt.timedelta(days=cut), self.units[:, cut:])
-
 
 def build_panel(demand: pd.DataFrame) -> Panel:
     """The dense panel from curated demand_daily rows (store_id, sku_id, dt, units_sold)."""

@@ -1,0 +1,168 @@
+"""Job: train the demand family and register a candidate version.
+
+Steps:
+1. read curated demand_daily and the dimension tables (and truth/ when the lake has it: the
+   oracle's expected demand, for evaluation only);
+2. evaluate on rolling origins — the model, seasonal naive, the 28-day moving average and the
+   oracle on the same holdout rows;
+3. fit the production model on everything up to the lake's last day and calibrate its P10/P90
+   on the last evaluation origin;
+4. log params, metrics (wrmsse, wrmsse_seasonal_naive, wrmsse_moving_average, wrmsse_oracle,
+   wape, interval_coverage_p10_p90, …), dataset digests, plots and lineage to MLflow;
+5. register the model as `quanyu-demand` and point the alias `candidate` at it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lake.store import Lake, LakeError
+from models.demand.config import DemandConfig
+from models.demand.evaluate import Evaluation, evaluate
+from models.demand.forecaster import DemandData, DemandForecaster
+from models.registry import CANDIDATE, registered_name, set_alias
+
+REPO = Path(__file__).resolve().parents[1]
+DEMAND_COLUMNS = ["dt", "store_id", "sku_id", "units_sold", "revenue_net", "list_price", "offer_discount_pct"]
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    version: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    origin: dt.date | None = None
+    seconds: float = 0.0
+
+
+def read_demand_data(lake: Lake) -> tuple[DemandData, pd.DataFrame | None]:
+    """The frames the demand family reads, and the oracle's expected demand when truth/ exists.
+    Raises LakeError when the lake is not merged."""
+    if not lake.partitions("curated", "demand_daily"):
+        raise LakeError(f"no curated demand under {lake.root}; run quanyu data merge first")
+    demand = lake.read_all("curated", "demand_daily", columns=DEMAND_COLUMNS).to_pandas()
+    read = lambda t: lake.read("raw", t).to_pandas() if lake.files("raw", t) else None
+    data = DemandData(demand=demand, products=read("products"), stores=read("stores"), calendar=read("calendar"),
+                      promotions=read("promotions"), prices=read("prices"))
+    truth = None
+    if lake.partitions("truth", "expected_demand"):
+        raw = lake.read_all("truth", "expected_demand", columns=["store_id", "sku_id", "expected_units"]).to_pandas()
+        truth = raw.groupby(["dt", "store_id", "sku_id"], as_index=False)["expected_units"].sum()
+    return data, truth
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flatten(prefix: str, value) -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}" if prefix else k, v))
+        return out
+    return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) else str(value)}
+
+
+def _plots(evaluation: Evaluation, forecaster: DemandForecaster, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = evaluation.origins[-1].holdout
+    top = last.assign(revenue=last["units_sold"] * last["list_price"]).groupby(["store_id", "sku_id"])["revenue"].sum()
+    series = top.sort_values(ascending=False).index[:4]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6), sharex=True)
+    for ax, (store, sku) in zip(axes.flat, series):
+        rows = last[(last["store_id"] == store) & (last["sku_id"] == sku)].sort_values("dt")
+        ax.plot(rows["dt"], rows["units_sold"], "k.-", label="actual")
+        ax.plot(rows["dt"], rows["prediction"], "C0-", label="forecast (P50)")
+        if "p10" in rows:
+            ax.fill_between(rows["dt"], rows["p10"], rows["p90"], color="C0", alpha=0.2, label="P10–P90")
+        ax.plot(rows["dt"], rows["seasonal_naive"], "C3:", label="seasonal naive")
+        ax.set_title(f"{store} × {sku}", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"Units per day after the origin {evaluation.origins[-1].origin}")
+    fig.tight_layout()
+    paths = [folder / "forecast_vs_actual.png"]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+    gain = pd.Series(forecaster.booster_.feature_importance("gain"), index=forecaster.booster_.feature_name())
+    gain = gain.sort_values().tail(25)
+    fig, ax = plt.subplots(figsize=(7, 7))
+    ax.barh(gain.index, gain.to_numpy() / gain.sum())
+    ax.set_xlabel("share of total gain")
+    ax.set_title("Demand model: feature importance")
+    fig.tight_layout()
+    paths.append(folder / "feature_importance.png")
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str | None = None) -> TrainResult:
+    """Train, evaluate, log and register; Ray must be initialised."""
+    import mlflow
+    import mlflow.data
+
+    from models.demand.pyfunc import DemandPyfunc
+
+    started = time.monotonic()
+    data, truth = read_demand_data(lake)
+    evaluation, last_origin = evaluate(data, config, truth)
+    forecaster = DemandForecaster(config).fit(data)
+    if last_origin is not None and last_origin.residual_quantiles_ is not None:
+        last = evaluation.origins[-1].holdout
+        forecaster.calibrate(last["prediction"].to_numpy(), last["units_sold"].to_numpy(dtype=float))
+    metrics = {k: v for k, v in evaluation.metrics.items() if v == v}  # drop NaN
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("quanyu-demand")
+    first, last_day = min(data.demand["dt"]), max(data.demand["dt"])
+    with mlflow.start_run(run_name=f"demand {last_day}") as run, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        mlflow.set_tags({"family": "demand", "lake": str(lake.root), "lake_first_dt": str(first),
+                         "lake_last_dt": str(last_day), "git_commit": _git_commit(),
+                         "layout": forecaster.layout_.describe(), "config_path": config_path or "defaults"})
+        mlflow.log_params({**_flatten("", config.model_dump(mode="json")), "training_rows": forecaster.training_rows_,
+                           "origins": ",".join(str(o.origin) for o in evaluation.origins)})
+        mlflow.log_metrics(metrics)
+        dataset = mlflow.data.from_pandas(data.demand, source=str(lake.table_dir("curated", "demand_daily")),
+                                          name="demand_daily")
+        mlflow.log_input(dataset, context="training")
+        for path in _plots(evaluation, forecaster, folder):
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        (folder / "config.json").write_text(config.model_dump_json(indent=1))
+        mlflow.log_artifact(str(folder / "config.json"))
+        model_dir = forecaster.save(folder / "forecaster")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=DemandPyfunc(), artifacts={"forecaster": str(model_dir)},
+            code_paths=[str(REPO / "models"), str(REPO / "lake")], registered_model_name=registered_name("demand"),
+            pip_requirements=[f"lightgbm=={_version('lightgbm')}", f"pandas=={_version('pandas')}",
+                              f"pyarrow=={_version('pyarrow')}", f"pydantic=={_version('pydantic')}",
+                              f"numpy=={_version('numpy')}"],
+        )
+        version = str(info.registered_model_version)
+        set_alias("demand", version, CANDIDATE)
+    return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, origin=forecaster.origin_,
+                       seconds=round(time.monotonic() - started, 1))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)

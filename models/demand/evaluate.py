@@ -1,0 +1,108 @@
+"""Evaluation of the demand family on rolling origins: the model, its baselines and (when the
+lake has truth/) the oracle, all on the same holdout rows.
+
+For each origin the model is trained on the days up to it and forecasts the `horizon` days
+after it; the metrics are averaged over origins. The intervals of origin k are calibrated on the
+forecasts of origin k−1, so their coverage is measured on data the calibration never saw.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.demand.config import DemandConfig
+from models.demand.features import build_panel
+from models.demand.forecaster import DemandData, DemandForecaster
+from models.demand.train import Layout
+from models.metrics import bias, interval_coverage, wape, wrmsse
+
+NEW_SKU_DAYS = 28  # a SKU launched fewer days than this before the origin counts as new
+
+
+def baselines(history: pd.DataFrame, holdout: pd.DataFrame, origin: dt.date) -> dict[str, np.ndarray]:
+    """Seasonal naive (the last week, repeated) and the 28-day moving average, per holdout row.
+    Series without history forecast zero."""
+    panel = build_panel(history)
+    last = panel.days - 1
+    index = pd.MultiIndex.from_frame(panel.series).get_indexer(pd.MultiIndex.from_frame(holdout[["store_id", "sku_id"]]))
+    horizon = (pd.to_datetime(holdout["dt"]) - pd.Timestamp(origin)).dt.days.to_numpy()
+    week = np.nan_to_num(panel.units[:, last - 6:last + 1])
+    window = panel.units[:, max(0, last - 27):last + 1]
+    counts = (~np.isnan(window)).sum(axis=1)
+    moving = np.where(counts > 0, np.nansum(window, axis=1) / np.maximum(counts, 1), 0.0)
+    known = index >= 0
+    naive = np.zeros(len(holdout))
+    naive[known] = week[index[known], (horizon[known] - 1) % 7]
+    average = np.zeros(len(holdout))
+    average[known] = moving[index[known]]
+    return {"seasonal_naive": naive, "moving_average": average}
+
+
+@dataclass
+class OriginResult:
+    origin: dt.date
+    holdout: pd.DataFrame  # store_id, sku_id, dt, units_sold, prediction, baselines, oracle, p10, p90
+    metrics: dict[str, float]
+
+
+@dataclass
+class Evaluation:
+    origins: list[OriginResult] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Each metric averaged over the origins where it exists."""
+        keys = sorted({k for o in self.origins for k in o.metrics})
+        return {k: float(np.nanmean([o.metrics.get(k, np.nan) for o in self.origins])) for k in keys
+                if not all(np.isnan(o.metrics.get(k, np.nan)) for o in self.origins)}
+
+
+def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None = None,
+             layout: Layout | None = None) -> tuple[Evaluation, DemandForecaster | None]:
+    """Rolling-origin evaluation. Returns the evaluation and the forecaster of the last origin
+    (calibrated on the one before it), whose residuals then calibrate the production model."""
+    horizon = config.features.horizon
+    last_day = max(data.demand["dt"])
+    origins = [last_day - dt.timedelta(days=horizon * k) for k in range(config.evaluation.origins, 0, -1)]
+    evaluation = Evaluation()
+    previous: tuple[np.ndarray, np.ndarray] | None = None
+    forecaster = None
+    launch = data.products.set_index("sku_id")["launch_date"]
+    for origin in origins:
+        history = data.demand[data.demand["dt"] <= origin]
+        end = origin + dt.timedelta(days=horizon)
+        holdout = data.demand[(data.demand["dt"] > origin) & (data.demand["dt"] <= end)].copy()
+        forecaster = DemandForecaster(config).fit(data, origin=origin, layout=layout)
+        holdout["prediction"] = forecaster.predict(holdout)
+        for name, values in baselines(history, holdout, origin).items():
+            holdout[name] = values
+        metrics = {"wrmsse": wrmsse(history, holdout), "wape": wape(holdout["units_sold"], holdout["prediction"]),
+                   "bias": bias(holdout["units_sold"], holdout["prediction"])}
+        for name in ("seasonal_naive", "moving_average"):
+            metrics[f"wrmsse_{name}"] = wrmsse(history, holdout, prediction=name)
+            metrics[f"wape_{name}"] = wape(holdout["units_sold"], holdout[name])
+        new = pd.to_datetime(holdout["sku_id"].map(launch)) > pd.Timestamp(origin - dt.timedelta(days=NEW_SKU_DAYS))
+        metrics["new_sku_rows"] = float(new.sum())
+        metrics["mae_new_sku"] = float((holdout["units_sold"] - holdout["prediction"])[new].abs().mean()) if new.any() else np.nan
+        if truth is not None:
+            expected = truth[(truth["dt"] > origin) & (truth["dt"] <= end)]
+            holdout = holdout.merge(expected, on=["dt", "store_id", "sku_id"], how="left")
+            holdout["oracle"] = holdout["expected_units"].fillna(0.0)
+            metrics["wrmsse_oracle"] = wrmsse(history, holdout, prediction="oracle")
+            metrics["wape_oracle"] = wape(holdout["units_sold"], holdout["oracle"])
+            if new.any():
+                new = new.to_numpy()
+                metrics["mae_new_sku_oracle"] = float((holdout["units_sold"] - holdout["oracle"])[new].abs().mean())
+        if previous is not None:
+            forecaster.calibrate(*previous)
+            holdout["p10"], holdout["p90"] = forecaster.intervals(holdout["prediction"].to_numpy())
+            metrics["interval_coverage_p10_p90"] = interval_coverage(holdout["units_sold"], holdout["p10"], holdout["p90"])
+        previous = (holdout["prediction"].to_numpy(), holdout["units_sold"].to_numpy(dtype=float))
+        evaluation.origins.append(OriginResult(origin, holdout, metrics))
+    if forecaster is not None and previous is not None and forecaster.residual_quantiles_ is None:
+        forecaster.calibrate(*previous)
+    return evaluation, forecaster

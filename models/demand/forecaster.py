@@ -1,0 +1,253 @@
+"""The demand forecaster: a global LightGBM model of units per store × SKU × day, with
+split-conformal P10/P90 intervals and what-if re-scoring.
+
+`fit` trains on the history up to an origin and keeps a small snapshot (the last days of the
+panel and of its history features, the product/store/calendar/price/promotion tables), so the
+same object forecasts in a batch job and in a server without reading the lake. It saves to and
+loads from a plain folder (booster text, JSON, Parquet, npz): no pickle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from lake.merge import list_prices, offer_discounts
+from models.demand.config import DemandConfig
+from models.demand.features import (
+    Attributes, History, Panel, build_panel, design_matrix, history_features, with_random_origins,
+)
+from models.demand.train import Layout, as_numeric, choose_layout, node_cpus, train_booster
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DemandData:
+    """What the demand family reads: curated demand and the dimension tables, as frames."""
+
+    demand: pd.DataFrame  # curated demand_daily
+    products: pd.DataFrame
+    stores: pd.DataFrame
+    calendar: pd.DataFrame
+    promotions: pd.DataFrame
+    prices: pd.DataFrame | None = None
+
+    @property
+    def attributes(self) -> Attributes:
+        return Attributes(self.products, self.stores, self.calendar)
+
+
+PROMO_DEFAULT_DISCOUNT = 0.2
+
+
+class DemandForecaster:
+    """fit(data, origin) → forecast(store_id, sku_ids, horizon_days, what_if)."""
+
+    def __init__(self, config: DemandConfig) -> None:
+        self.config = config
+
+    # --- training -------------------------------------------------------------------------
+    def fit(self, data: DemandData, origin: dt.date | None = None, layout: Layout | None = None) -> "DemandForecaster":
+        """Train on the days up to `origin` (default: the last day of the data)."""
+        spec, training = self.config.features, self.config.training
+        demand = data.demand
+        origin = origin or max(demand["dt"])
+        first_train_day = origin - dt.timedelta(days=training.history_days)
+        first_panel_day = first_train_day - dt.timedelta(days=spec.history_days)
+        history_rows = demand[(demand["dt"] <= origin) & (demand["dt"] > first_panel_day)]
+        if history_rows.empty:
+            raise ValueError(f"no demand rows up to {origin}; merge the lake first")
+        panel = build_panel(history_rows)
+        history = history_features(panel, spec)
+        train_rows = with_random_origins(history_rows[history_rows["dt"] > first_train_day], spec, training.seed)
+        train_rows = train_rows[train_rows["origin"] >= pd.Timestamp(panel.start)]
+        X, categories = design_matrix(panel, history, train_rows, data.attributes, spec)
+        numeric, categorical = as_numeric(X)
+        y = train_rows["units_sold"].to_numpy(dtype=np.float64)
+        self.layout_ = layout or choose_layout(training, len(X), node_cpus())
+        self.booster_ = train_booster(numeric, y, dict(training.params), training.num_boost_round, self.layout_, categorical)
+        self.categories_ = categories
+        self.features_order_ = list(X.columns)
+        self.categorical_ = categorical
+        self.origin_ = origin
+        self.training_rows_ = len(X)
+        keep = 7 * (spec.same_weekday_weeks + 1) + 1
+        self.panel_, self.history_ = _tail(panel, history, keep)
+        self.tables_ = {"products": data.products, "stores": data.stores, "calendar": data.calendar,
+                        "promotions": data.promotions, "prices": data.prices}
+        self.residual_quantiles_: pd.DataFrame | None = None
+        return self
+
+    # --- prediction -----------------------------------------------------------------------
+    def _attributes(self) -> Attributes:
+        t = self.tables_
+        return Attributes(t["products"], t["stores"], t["calendar"])
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        """Point forecasts (expected units) for rows with store_id, sku_id, dt (1–horizon days
+        after the origin), list_price and offer_discount_pct."""
+        rows = rows.assign(origin=pd.Timestamp(self.origin_))
+        X, _ = design_matrix(self.panel_, self.history_, rows, self._attributes(), self.config.features, self.categories_)
+        numeric, _ = as_numeric(X[self.features_order_])
+        return np.clip(self.booster_.predict(numeric), 0, None)
+
+    def calibrate(self, predicted: np.ndarray, actual: np.ndarray) -> "DemandForecaster":
+        """Learn the P10/P90 residual quantiles, per decile of the point forecast, from the
+        forecasts of an earlier origin and what then sold (split conformal)."""
+        iv = self.config.intervals
+        edges = np.unique(np.quantile(predicted, np.linspace(0, 1, iv.buckets + 1)[1:-1])) if len(predicted) else np.array([])
+        bucket = np.searchsorted(edges, predicted, side="right")
+        residual = actual - predicted
+        table = pd.DataFrame({"bucket": bucket, "residual": residual}).groupby("bucket")["residual"]
+        self.residual_quantiles_ = pd.DataFrame({"lower": table.quantile(iv.lower), "upper": table.quantile(iv.upper)})
+        self.bucket_edges_ = edges
+        return self
+
+    def intervals(self, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P10 and P90 around point forecasts (never below zero). Raises if not calibrated."""
+        if self.residual_quantiles_ is None:
+            raise RuntimeError("the forecaster has no interval calibration; call calibrate() after fit()")
+        bucket = np.searchsorted(self.bucket_edges_, predicted, side="right")
+        q = self.residual_quantiles_.reindex(range(len(self.bucket_edges_) + 1)).ffill().bfill()
+        lower = np.clip(predicted + q["lower"].to_numpy()[bucket], 0, None)
+        upper = np.clip(predicted + q["upper"].to_numpy()[bucket], 0, None)
+        return np.minimum(lower, predicted), np.maximum(upper, predicted)
+
+    def planned_rows(self, pairs: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
+        """Rows for store × SKU `pairs` on future `days`, priced with the list prices and the
+        promotions planned for those days."""
+        t = self.tables_
+        products = pa.Table.from_pandas(t["products"][["sku_id", "list_price", "category"]], preserve_index=False)
+        prices = None if t["prices"] is None else pa.Table.from_pandas(t["prices"], preserve_index=False)
+        stores = pa.Table.from_pandas(t["stores"][["store_id", "channel", "platform"]], preserve_index=False)
+        promotions = pa.Table.from_pandas(t["promotions"], preserve_index=False)
+        frames = []
+        for day in days:
+            rows = pairs[["store_id", "sku_id"]].assign(dt=day)
+            price = list_prices(products, prices, day).to_pandas().set_index("sku_id")["list_price"]
+            rows["list_price"] = rows["sku_id"].map(price).to_numpy()
+            rows["offer_discount_pct"] = offer_discounts(promotions, stores, products, day,
+                                                         pa.Table.from_pandas(rows[["store_id", "sku_id"]], preserve_index=False))
+            frames.append(rows)
+        return pd.concat(frames, ignore_index=True)
+
+    def forecast(self, store_id: str, sku_ids: list[str], horizon_days: int | None = None,
+                 what_if: dict | None = None) -> pd.DataFrame:
+        """P10/P50/P90 per SKU and day for the next `horizon_days` after the origin, optionally
+        re-scored with a changed price, discount or promotion. Raises KeyError for an unknown
+        store or SKU and ValueError for a horizon outside 1..horizon."""
+        horizon = self.config.features.horizon if horizon_days is None else horizon_days
+        if not 1 <= horizon <= self.config.features.horizon:
+            raise ValueError(f"horizon_days must be 1–{self.config.features.horizon}, got {horizon}")
+        stores = set(self.tables_["stores"]["store_id"])
+        if store_id not in stores:
+            raise KeyError(f"unknown store_id {store_id!r}")
+        products = set(self.tables_["products"]["sku_id"])
+        unknown = [s for s in sku_ids if s not in products]
+        if unknown:
+            raise KeyError(f"unknown sku_id(s): {', '.join(map(repr, unknown[:5]))}")
+        days = [self.origin_ + dt.timedelta(days=h) for h in range(1, horizon + 1)]
+        rows = self.planned_rows(pd.DataFrame({"store_id": store_id, "sku_id": sku_ids}), days)
+        rows = apply_what_if(rows, what_if or {})
+        p50 = self.predict(rows)
+        p10, p90 = self.intervals(p50)
+        return rows[["store_id", "sku_id", "dt", "list_price", "offer_discount_pct"]].assign(p10=p10, p50=p50, p90=p90)
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write the fitted forecaster to a folder (booster text, JSON, Parquet, npz)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "booster.txt").write_text(self.booster_.model_to_string())
+        meta = {"format_version": FORMAT_VERSION, "config": self.config.model_dump(mode="json"),
+                "categories": self.categories_, "features_order": self.features_order_,
+                "categorical": self.categorical_, "origin": self.origin_.isoformat(),
+                "training_rows": self.training_rows_, "layout": self.layout_.describe(),
+                "panel_start": self.panel_.start.isoformat(),
+                "bucket_edges": getattr(self, "bucket_edges_", np.array([])).tolist(),
+                "residual_quantiles": None if self.residual_quantiles_ is None
+                else self.residual_quantiles_.reset_index().to_dict(orient="list")}
+        (folder / "forecaster.json").write_text(json.dumps(meta, indent=1))
+        self.panel_.series.to_parquet(folder / "panel_series.parquet")
+        h = self.history_
+        np.savez_compressed(folder / "history.npz", units=self.panel_.units,
+                            **{f"series__{k}": v for k, v in h.series.items()},
+                            **{f"sku__{k}": v for k, v in h.sku.items()},
+                            **{f"store__{k}": v for k, v in h.store.items()})
+        pd.DataFrame({"sku_id": h.sku_index}).to_parquet(folder / "sku_index.parquet")
+        pd.DataFrame({"store_id": h.store_index}).to_parquet(folder / "store_index.parquet")
+        for name, frame in self.tables_.items():
+            if frame is not None:
+                frame.to_parquet(folder / f"table_{name}.parquet")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "DemandForecaster":
+        """Read a forecaster written by `save`. Raises ValueError for an unknown format."""
+        folder = Path(folder)
+        meta = json.loads((folder / "forecaster.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{folder}: forecaster format {meta.get('format_version')} is not {FORMAT_VERSION}")
+        self = cls(DemandConfig.model_validate(meta["config"]))
+        self.booster_ = lgb.Booster(model_str=(folder / "booster.txt").read_text())
+        self.categories_, self.features_order_ = meta["categories"], meta["features_order"]
+        self.categorical_, self.origin_ = meta["categorical"], dt.date.fromisoformat(meta["origin"])
+        self.training_rows_ = meta["training_rows"]
+        self.layout_ = Layout(1, 1, False)
+        arrays = np.load(folder / "history.npz")
+        series = pd.read_parquet(folder / "panel_series.parquet")
+        self.panel_ = Panel(series, dt.date.fromisoformat(meta["panel_start"]), arrays["units"])
+        pick = lambda prefix: {k.split("__", 1)[1]: arrays[k] for k in arrays.files if k.startswith(prefix + "__")}
+        self.history_ = History(series=pick("series"), sku=pick("sku"), store=pick("store"),
+                                sku_index=pd.Index(pd.read_parquet(folder / "sku_index.parquet")["sku_id"]),
+                                store_index=pd.Index(pd.read_parquet(folder / "store_index.parquet")["store_id"]))
+        self.tables_ = {name: (pd.read_parquet(folder / f"table_{name}.parquet")
+                               if (folder / f"table_{name}.parquet").exists() else None)
+                        for name in ("products", "stores", "calendar", "promotions", "prices")}
+        for name in ("products", "stores", "calendar", "promotions", "prices"):
+            frame = self.tables_[name]
+            if frame is not None:
+                for col in frame.columns:  # dates come back from Parquet as dates; keep them so
+                    if str(frame[col].dtype).startswith("datetime64") and col != "linked_at":
+                        frame[col] = frame[col].dt.date
+        q = meta["residual_quantiles"]
+        self.bucket_edges_ = np.array(meta["bucket_edges"])
+        self.residual_quantiles_ = None if q is None else pd.DataFrame(q).set_index("bucket")
+        return self
+
+
+def apply_what_if(rows: pd.DataFrame, what_if: dict) -> pd.DataFrame:
+    """Rows with the what-if overrides applied: `price` (CNY per unit, replaces the list price),
+    `discount` (fraction off), `promo` (True: at least the typical 20 % promotion; False: none).
+    Raises ValueError for impossible values."""
+    rows = rows.copy()
+    if what_if.get("price") is not None:
+        if not what_if["price"] > 0:
+            raise ValueError("what_if.price must be a positive price in CNY")
+        rows["list_price"] = float(what_if["price"])
+    if what_if.get("discount") is not None:
+        if not 0 <= what_if["discount"] <= 0.9:
+            raise ValueError("what_if.discount must be a fraction in [0, 0.9]")
+        rows["offer_discount_pct"] = float(what_if["discount"])
+    if what_if.get("promo") is True:
+        rows["offer_discount_pct"] = rows["offer_discount_pct"].clip(lower=PROMO_DEFAULT_DISCOUNT)
+    elif what_if.get("promo") is False:
+        rows["offer_discount_pct"] = 0.0
+    return rows
+
+
+def _tail(panel: Panel, history: History, days: int) -> tuple[Panel, History]:
+    cut = max(0, panel.days - days)
+    return (Panel(panel.series, panel.start + dt.timedelta(days=cut), panel.units[:, cut:]),
+            History(series={k: v[:, cut:] for k, v in history.series.items()},
+                    sku={k: v[:, cut:] for k, v in history.sku.items()},
+                    store={k: v[:, cut:] for k, v in history.store.items()},
+                    sku_index=history.sku_index, store_index=history.store_index))

@@ -1,0 +1,77 @@
+"""`quanyu train demand` end to end on the tiny lake: an MLflow run with the issue's metric keys,
+plots, a dataset input, lineage tags, and a registered version with the alias `candidate` that
+mlflow.pyfunc loads and that answers like the forecaster it wraps."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from jobs import train_demand
+from models.demand.forecaster import DemandForecaster
+from tests.models.test_demand import FAST
+
+KEYS = ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_oracle", "wape", "interval_coverage_p10_p90")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_lake, ray_session, tmp_path_factory):
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    result = train_demand.main(FAST, tiny_lake, uri)
+    mlflow.set_tracking_uri(uri)
+    return result, uri
+
+
+def test_run_logs_metrics_plots_inputs_and_lineage(trained):
+    result, uri = trained
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    assert set(KEYS) <= set(run.data.metrics)
+    assert run.data.metrics["wrmsse"] < run.data.metrics["wrmsse_seasonal_naive"]
+    assert run.data.tags["family"] == "demand" and run.data.tags["lake_last_dt"] == "2025-08-28"
+    assert len(run.data.tags["git_commit"]) in (7, 40) or run.data.tags["git_commit"] == "unknown"
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert artifacts == {"plots/forecast_vs_actual.png", "plots/feature_importance.png"}
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["demand_daily"]
+
+
+def test_registered_candidate_loads_with_pyfunc_and_matches_the_forecaster(trained, tmp_path):
+    result, uri = trained
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("quanyu-demand", "candidate")
+    assert version.version == result.version
+    model = mlflow.pyfunc.load_model("models:/quanyu-demand@candidate")
+    local = mlflow.artifacts.download_artifacts(f"models:/quanyu-demand/{result.version}", dst_path=str(tmp_path))
+    forecaster = DemandForecaster.load(f"{local}/artifacts/forecaster")
+    store = forecaster.panel_.series["store_id"].iloc[0]
+    skus = forecaster.panel_.series[forecaster.panel_.series["store_id"] == store]["sku_id"].unique()[:3].tolist()
+    expected = forecaster.forecast(store, skus, 5)
+    rows = expected[["store_id", "sku_id", "dt"]].assign(dt=lambda f: f["dt"].astype(str))
+    got = model.predict(rows)
+    assert got["p50"].to_numpy() == pytest.approx(expected["p50"].to_numpy())
+    assert (got["p90"] >= got["p50"]).all()
+    assert result.origin == dt.date(2025, 8, 28)
+
+
+def test_batch_scoring_writes_28_days_for_every_active_series(trained, tiny_lake, tmp_path):
+    import shutil
+
+    from jobs import predict_demand
+    from lake.store import Lake
+    from models.registry import CHAMPION, set_alias
+
+    result, uri = trained
+    set_alias("demand", result.version, CHAMPION, MlflowClient(uri))
+    lake = Lake(tmp_path / "lake")
+    out = predict_demand.main(lake, uri, alias=CHAMPION, batch_series=100)
+    forecasts = pd.read_parquet(out.path)
+    assert out.rows == len(forecasts) == out.series * 28
+    assert forecasts["dt"].nunique() == 28 and str(forecasts["origin"].iloc[0])[:10] == "2025-08-28"
+    assert (forecasts["p10"] <= forecasts["p50"]).all() and (forecasts["p50"] <= forecasts["p90"]).all()
+    again = predict_demand.main(lake, uri, alias=CHAMPION, batch_series=100)  # a rerun replaces, not appends
+    assert len(pd.read_parquet(again.path)) == len(forecasts)
+    shutil.rmtree(lake.root)

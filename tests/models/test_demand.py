@@ -1,0 +1,102 @@
+"""The demand family on the tiny lake: fit, forecast, what-if, intervals, save/load, evaluation
+against baselines, and the training job's MLflow run and registered version."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.train_demand import read_demand_data
+from models.demand.config import DemandConfig
+from models.demand.evaluate import baselines, evaluate
+from models.demand.forecaster import DemandForecaster
+
+FAST = DemandConfig.model_validate({"training": {"num_boost_round": 120, "history_days": 150,
+                                                 "params": {"objective": "tweedie", "tweedie_variance_power": 1.2,
+                                                            "learning_rate": 0.08, "num_leaves": 31,
+                                                            "min_data_in_leaf": 40}}})
+
+
+@pytest.fixture(scope="module")
+def demand_data(tiny_lake):
+    return read_demand_data(tiny_lake)
+
+
+@pytest.fixture(scope="module")
+def fitted(demand_data, ray_session):
+    data, _ = demand_data
+    origin = max(data.demand["dt"]) - dt.timedelta(days=28)
+    forecaster = DemandForecaster(FAST).fit(data, origin=origin)
+    holdout = data.demand[(data.demand["dt"] > origin)]
+    forecaster.calibrate(forecaster.predict(holdout), holdout["units_sold"].to_numpy(dtype=float))
+    return forecaster
+
+
+def test_forecast_has_28_days_of_ordered_intervals(fitted, demand_data):
+    data, _ = demand_data
+    store = "ON-TMALL"
+    skus = data.demand[data.demand["store_id"] == store]["sku_id"].unique()[:3].tolist()
+    frame = fitted.forecast(store, skus)
+    assert len(frame) == 3 * 28
+    assert (frame["dt"].min(), frame["dt"].max()) == (fitted.origin_ + dt.timedelta(days=1),
+                                                      fitted.origin_ + dt.timedelta(days=28))
+    assert (frame["p10"] <= frame["p50"]).all() and (frame["p50"] <= frame["p90"]).all() and (frame["p10"] >= 0).all()
+    assert frame["p50"].sum() > 0
+
+
+def test_a_price_cut_raises_the_forecast_of_an_elastic_sku(fitted, tiny_lake):
+    truth = tiny_lake.read("truth", "products").to_pandas()
+    demand = fitted.tables_["products"]
+    sold = set(fitted.panel_.series[fitted.panel_.series["store_id"] == "ON-TMALL"]["sku_id"])
+    elastic = truth[truth["sku_id"].isin(sold)].sort_values("true_elasticity", ascending=False)["sku_id"].iloc[0]
+    list_price = float(demand.set_index("sku_id").loc[elastic, "list_price"])
+    base = fitted.forecast("ON-TMALL", [elastic], 14)["p50"].sum()
+    cut = fitted.forecast("ON-TMALL", [elastic], 14, {"price": list_price * 0.7})["p50"].sum()
+    promo = fitted.forecast("ON-TMALL", [elastic], 14, {"discount": 0.3})["p50"].sum()
+    assert cut > base * 1.05 and promo > base * 1.05
+
+
+def test_forecast_refuses_unknown_ids_and_bad_horizons(fitted):
+    with pytest.raises(KeyError, match="unknown store_id 'NOPE'"):
+        fitted.forecast("NOPE", ["x"])
+    with pytest.raises(KeyError, match="unknown sku_id"):
+        fitted.forecast("ON-TMALL", ["NO-SUCH"])
+    with pytest.raises(ValueError, match="horizon_days must be 1–28"):
+        fitted.forecast("ON-TMALL", [], 29)
+    with pytest.raises(ValueError, match="what_if.discount"):
+        fitted.forecast("ON-TMALL", fitted.tables_["products"]["sku_id"].iloc[:1].tolist(), 3, {"discount": 2})
+
+
+def test_saved_forecaster_predicts_exactly_the_same(fitted, tmp_path):
+    folder = fitted.save(tmp_path / "forecaster")
+    loaded = DemandForecaster.load(folder)
+    skus = fitted.panel_.series["sku_id"].unique()[:5].tolist()
+    store = fitted.panel_.series["store_id"].iloc[0]
+    skus = fitted.panel_.series[fitted.panel_.series["store_id"] == store]["sku_id"].unique()[:5].tolist()
+    pd.testing.assert_frame_equal(fitted.forecast(store, skus), loaded.forecast(store, skus))
+
+
+def test_baselines_repeat_the_last_week_and_average_four():
+    rows = [{"store_id": "S", "sku_id": "A", "dt": dt.date(2025, 1, 1) + dt.timedelta(days=i), "units_sold": float(i % 7)}
+            for i in range(28)]
+    history = pd.DataFrame(rows)
+    origin = dt.date(2025, 1, 28)
+    holdout = pd.DataFrame({"store_id": "S", "sku_id": ["A", "A", "B"],
+                            "dt": [origin + dt.timedelta(days=1), origin + dt.timedelta(days=8), origin + dt.timedelta(days=1)]})
+    out = baselines(history, holdout, origin)
+    assert out["seasonal_naive"].tolist() == [0.0, 0.0, 0.0]  # day 29 repeats day 22 (i % 7 == 0)
+    assert out["moving_average"].tolist() == [3.0, 3.0, 0.0]
+
+
+def test_rolling_origin_evaluation_beats_the_baselines(demand_data, ray_session):
+    data, truth = demand_data
+    evaluation, last = evaluate(data, FAST, truth)
+    m = evaluation.metrics
+    assert len(evaluation.origins) == 2
+    assert m["wrmsse"] < m["wrmsse_seasonal_naive"] and m["wrmsse"] < m["wrmsse_moving_average"] * 1.05
+    assert m["wrmsse_oracle"] < m["wrmsse"] < 1.3 * m["wrmsse_oracle"]
+    assert 0.6 < m["interval_coverage_p10_p90"] < 0.95
+    assert last is not None and last.residual_quantiles_ is not None
