@@ -70,9 +70,12 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
         target = lake.partition_dir("forecasts", "demand", forecaster.origin_)
         staging = target.parent / f".{target.name}.staging"
         shutil.rmtree(staging, ignore_errors=True)
+        # the actor pool leaves one CPU free: actors holding every CPU would starve the tasks
+        # that feed them (a deadlock on a small cluster)
+        actors = max(1, min(4, int(ray.cluster_resources().get("CPU", 1)) - 1))
         ray.data.from_pandas(active).repartition(max(1, len(active) // batch_series)).map_batches(
             _ForecastBatch, fn_constructor_args=(folder,), batch_format="pandas", batch_size=batch_series,
-            concurrency=2).write_parquet(str(staging))
+            concurrency=actors, num_cpus=1).write_parquet(str(staging))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     rows = sum(pd.read_parquet(p, columns=["p50"]).shape[0] for p in target.glob("*.parquet"))

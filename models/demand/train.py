@@ -104,7 +104,11 @@ def train_booster(X: pd.DataFrame, y: np.ndarray, params: dict, rounds: int, lay
     import ray.train
     from ray.train.lightgbm import LightGBMTrainer
 
-    data = ray.data.from_pandas(X.assign(__target__=y)).repartition(layout.workers)
+    # rows arrive ordered by date; shards cut in order would give one worker the old half and the
+    # other the new half, and LightGBM's per-worker bin boundaries of date-like features would
+    # each cover half the calendar. A seeded shuffle makes every shard representative.
+    order = np.random.default_rng(params.get("seed", 0)).permutation(len(X))
+    data = ray.data.from_pandas(X.iloc[order].assign(__target__=y[order])).repartition(layout.workers)
     trainer = LightGBMTrainer(
         _data_parallel_loop,
         train_loop_config={"params": params, "rounds": rounds, "categorical": categorical},

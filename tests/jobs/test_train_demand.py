@@ -43,7 +43,7 @@ def test_registered_candidate_loads_with_pyfunc_and_matches_the_forecaster(train
     result, uri = trained
     client = MlflowClient(uri)
     version = client.get_model_version_by_alias("quanyu-demand", "candidate")
-    assert version.version == result.version
+    assert str(version.version) == result.version
     model = mlflow.pyfunc.load_model("models:/quanyu-demand@candidate")
     local = mlflow.artifacts.download_artifacts(f"models:/quanyu-demand/{result.version}", dst_path=str(tmp_path))
     forecaster = DemandForecaster.load(f"{local}/artifacts/forecaster")
