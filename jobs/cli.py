@@ -197,7 +197,7 @@ def train_demand(ctx, lake, config_path) -> None:
     config = DemandConfig.from_yaml(path) if path else DemandConfig()
     runtime = _runtime(ctx, lake)
     ensure_ray(runtime)
-    result = job.main(config, runtime.lake, runtime.tracking_uri, config_path=path)
+    result = job.main(config, runtime.lake, runtime.tracking_uri, config_path=path, artifact_root=runtime.artifact_root)
     m = result.metrics
     click.echo(f"registered quanyu-demand version {result.version} (alias candidate), run {result.run_id}, "
                f"origin {result.origin}, {result.seconds} s")

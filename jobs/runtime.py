@@ -17,6 +17,7 @@ class Runtime:
     lake: Lake
     tracking_uri: str
     ray_address: str | None
+    artifact_root: str | None = None  # where new experiments keep artifacts; None: the server decides
 
     @classmethod
     def resolve(cls, lake: str | None = None, ray_address: str | None = None,
@@ -27,8 +28,12 @@ class Runtime:
         home = Path(env.get("QUANYU_HOME", ".quanyu")).expanduser().resolve()
         lake_root = Path(lake).expanduser() if lake else home / "lake"
         tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+        # a local store (SQLite, files) would otherwise put artifacts in ./mlruns of wherever the
+        # command runs; a tracking server chooses its own artifact store
+        local_store = tracking.split(":", 1)[0] in ("sqlite", "file") or "://" not in tracking
         return cls(home=home, lake=Lake(lake_root), tracking_uri=tracking,
-                   ray_address=ray_address or env.get("RAY_ADDRESS") or None)
+                   ray_address=ray_address or env.get("RAY_ADDRESS") or None,
+                   artifact_root=str(home / "mlartifacts") if local_store else None)
 
 
 def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:

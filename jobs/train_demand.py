@@ -28,7 +28,7 @@ from lake.store import Lake, LakeError
 from models.demand.config import DemandConfig
 from models.demand.evaluate import Evaluation, evaluate
 from models.demand.forecaster import DemandData, DemandForecaster
-from models.registry import CANDIDATE, registered_name, set_alias
+from models.registry import CANDIDATE, registered_name, set_alias, use_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 DEMAND_COLUMNS = ["dt", "store_id", "sku_id", "units_sold", "revenue_net", "list_price", "offer_discount_pct"]
@@ -114,7 +114,8 @@ def _plots(evaluation: Evaluation, forecaster: DemandForecaster, folder: Path) -
     return paths
 
 
-def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str | None = None) -> TrainResult:
+def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
+         artifact_root: str | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray must be initialised."""
     import mlflow
     import mlflow.data
@@ -131,7 +132,7 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
     metrics = {k: v for k, v in evaluation.metrics.items() if v == v}  # drop NaN
 
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("quanyu-demand")
+    use_experiment("quanyu-demand", artifact_root)
     first, last_day = min(data.demand["dt"]), max(data.demand["dt"])
     with mlflow.start_run(run_name=f"demand {last_day}") as run, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

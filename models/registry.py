@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import mlflow
 from mlflow import MlflowClient
 
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -19,3 +22,15 @@ def set_alias(family: str, version: str | int, alias: str, client: MlflowClient 
 
 def model_uri(family: str, alias: str = CHAMPION) -> str:
     return f"models:/{registered_name(family)}@{alias}"
+
+
+def use_experiment(name: str, artifact_root: str | None) -> None:
+    """Make `name` the active experiment, creating it with its artifacts under `artifact_root`
+    (a local folder or object-store URI) when it does not exist yet."""
+    client = MlflowClient()
+    if client.get_experiment_by_name(name) is None:
+        location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
+        if location and "://" not in location:
+            location = Path(location).resolve().as_uri()
+        client.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(name)

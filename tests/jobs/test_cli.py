@@ -79,9 +79,11 @@ def test_runtime_defaults_follow_quanyu_home(tmp_path):
     assert runtime.lake.root == tmp_path / "lake"
     assert runtime.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert runtime.ray_address is None
+    assert runtime.artifact_root == str(tmp_path / "mlartifacts")
     other = Runtime.resolve(lake=str(tmp_path / "x"), environ={"QUANYU_HOME": str(tmp_path), "RAY_ADDRESS": "ray://h:1",
                                                                "MLFLOW_TRACKING_URI": "http://m:5000"})
     assert (other.lake.root, other.ray_address, other.tracking_uri) == (tmp_path / "x", "ray://h:1", "http://m:5000")
+    assert other.artifact_root is None  # the tracking server keeps the artifacts
 
 
 def test_the_console_script_is_installed_and_answers(tmp_path):

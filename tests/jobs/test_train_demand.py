@@ -5,6 +5,7 @@ mlflow.pyfunc loads and that answers like the forecaster it wraps."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -20,8 +21,9 @@ KEYS = ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_orac
 
 @pytest.fixture(scope="module")
 def trained(tiny_lake, ray_session, tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    result = train_demand.main(FAST, tiny_lake, uri)
+    home = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    result = train_demand.main(FAST, tiny_lake, uri, artifact_root=str(home / "mlartifacts"))
     mlflow.set_tracking_uri(uri)
     return result, uri
 
@@ -37,6 +39,7 @@ def test_run_logs_metrics_plots_inputs_and_lineage(trained):
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert artifacts == {"plots/forecast_vs_actual.png", "plots/feature_importance.png"}
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["demand_daily"]
+    assert run.info.artifact_uri.startswith(Path(uri.removeprefix("sqlite:///")).parent.as_uri())
 
 
 def test_registered_candidate_loads_with_pyfunc_and_matches_the_forecaster(trained, tmp_path):
