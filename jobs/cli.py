@@ -235,12 +235,13 @@ def predict_demand(ctx, lake, alias) -> None:
 
 @cli.command("demo")
 @click.option("--scale", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True)
+@lake_option
 @click.pass_context
-def demo(ctx, scale) -> None:
+def demo(ctx, scale, lake) -> None:
     """Generate the lake if missing, validate and merge it, print a summary and what to do next."""
     from jobs import describe, generate, merge, validate
 
-    runtime = _runtime(ctx, None)
+    runtime = _runtime(ctx, lake)
     lake = runtime.lake
     ensure_ray(runtime)
     if not lake.files("raw", "products"):
