@@ -25,8 +25,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed-dev
-	$(BIN)/quanyu bench lake
+# statsforecast (a peer in `bench demand`) needs pandas < 3: it gets its own environment
+.venv-peers/bin/python:
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/pip install --quiet statsforecast==2.1.1 pyarrow
+
+bench: $(VENV)/.installed-dev .venv-peers/bin/python
+	$(BIN)/quanyu bench lake --scales small,medium
+	$(BIN)/quanyu bench demand --lake $(QUANYU_HOME)/bench/small/lake
 
 clean:
-	rm -rf $(VENV) .quanyu .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-peers .quanyu .pytest_cache .hypothesis

@@ -288,6 +288,22 @@ def bench_lake(ctx, scales, out, reuse) -> None:
                     reuse=reuse)
 
 
+@bench.command("demand")
+@lake_option
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/demand].")
+@click.pass_context
+def bench_demand(ctx, lake, out) -> None:
+    """Feature building and training cost (Ray vs bare LightGBM), accuracy vs statsforecast."""
+    from benchmarks import demand as demand_bench
+    from jobs.train_demand import REPO
+    from models.demand.config import DemandConfig
+
+    runtime = _runtime(ctx, lake)
+    ensure_ray(runtime)
+    config = DemandConfig.from_yaml(REPO / "configs" / "demand.yaml")
+    demand_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "demand", config)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `quanyu` console script."""
     from lake.store import LakeError

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -123,9 +124,15 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
     from models.demand.pyfunc import DemandPyfunc
 
     started = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"train demand: {line} [{time.monotonic() - started:.0f} s]", file=sys.stderr, flush=True)
+
     data, truth = read_demand_data(lake)
-    evaluation, last_origin = evaluate(data, config, truth)
+    say(f"read {len(data.demand):,} demand rows")
+    evaluation, last_origin = evaluate(data, config, truth, progress=say)
     forecaster = DemandForecaster(config).fit(data)
+    say(f"fitted the production model up to {forecaster.origin_} ({forecaster.layout_.describe()})")
     if last_origin is not None and last_origin.residual_quantiles_ is not None:
         last = evaluation.origins[-1].holdout
         forecaster.calibrate(last["prediction"].to_numpy(), last["units_sold"].to_numpy(dtype=float))

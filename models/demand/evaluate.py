@@ -62,9 +62,10 @@ class Evaluation:
 
 
 def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None = None,
-             layout: Layout | None = None) -> tuple[Evaluation, DemandForecaster | None]:
+             layout: Layout | None = None, progress=None) -> tuple[Evaluation, DemandForecaster | None]:
     """Rolling-origin evaluation. Returns the evaluation and the forecaster of the last origin
-    (calibrated on the one before it), whose residuals then calibrate the production model."""
+    (calibrated on the one before it), whose residuals then calibrate the production model.
+    `progress`, when given, is called with a line of text after each origin."""
     horizon = config.features.horizon
     last_day = max(data.demand["dt"])
     origins = [last_day - dt.timedelta(days=horizon * k) for k in range(config.evaluation.origins, 0, -1)]
@@ -103,6 +104,9 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
             metrics["interval_coverage_p10_p90"] = interval_coverage(holdout["units_sold"], holdout["p10"], holdout["p90"])
         previous = (holdout["prediction"].to_numpy(), holdout["units_sold"].to_numpy(dtype=float))
         evaluation.origins.append(OriginResult(origin, holdout, metrics))
+        if progress:
+            progress(f"origin {origin} ({len(evaluation.origins)}/{len(origins)}): wrmsse {metrics['wrmsse']:.4f}, "
+                     f"seasonal naive {metrics['wrmsse_seasonal_naive']:.4f}, {forecaster.training_rows_:,} training rows")
     if forecaster is not None and previous is not None and forecaster.residual_quantiles_ is None:
         forecaster.calibrate(*previous)
     return evaluation, forecaster

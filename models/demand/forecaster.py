@@ -26,7 +26,7 @@ from models.demand.features import (
 )
 from models.demand.train import Layout, as_numeric, choose_layout, node_cpus, train_booster
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: residual quantiles are scaled by √(forecast + 1)
 
 
 @dataclass
@@ -101,11 +101,13 @@ class DemandForecaster:
 
     def calibrate(self, predicted: np.ndarray, actual: np.ndarray) -> "DemandForecaster":
         """Learn the P10/P90 residual quantiles, per decile of the point forecast, from the
-        forecasts of an earlier origin and what then sold (split conformal)."""
+        forecasts of an earlier origin and what then sold (split conformal). Residuals are scaled
+        by √(forecast + 1) — counts spread with their level — so a series selling 200 a day gets
+        a band to match, not the band of the decile's typical series."""
         iv = self.config.intervals
         edges = np.unique(np.quantile(predicted, np.linspace(0, 1, iv.buckets + 1)[1:-1])) if len(predicted) else np.array([])
         bucket = np.searchsorted(edges, predicted, side="right")
-        residual = actual - predicted
+        residual = (actual - predicted) / np.sqrt(predicted + 1.0)
         table = pd.DataFrame({"bucket": bucket, "residual": residual}).groupby("bucket")["residual"]
         self.residual_quantiles_ = pd.DataFrame({"lower": table.quantile(iv.lower), "upper": table.quantile(iv.upper)})
         self.bucket_edges_ = edges
@@ -117,8 +119,9 @@ class DemandForecaster:
             raise RuntimeError("the forecaster has no interval calibration; call calibrate() after fit()")
         bucket = np.searchsorted(self.bucket_edges_, predicted, side="right")
         q = self.residual_quantiles_.reindex(range(len(self.bucket_edges_) + 1)).ffill().bfill()
-        lower = np.clip(predicted + q["lower"].to_numpy()[bucket], 0, None)
-        upper = np.clip(predicted + q["upper"].to_numpy()[bucket], 0, None)
+        scale = np.sqrt(predicted + 1.0)
+        lower = np.clip(predicted + q["lower"].to_numpy()[bucket] * scale, 0, None)
+        upper = np.clip(predicted + q["upper"].to_numpy()[bucket] * scale, 0, None)
         return np.minimum(lower, predicted), np.maximum(upper, predicted)
 
     def planned_rows(self, pairs: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
