@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lake.contract import RAW_TABLES, complete
 from lake.store import Lake, LakeError
 from models.demand.config import DemandConfig
 from models.demand.evaluate import Evaluation, evaluate
@@ -50,7 +51,12 @@ def read_demand_data(lake: Lake) -> tuple[DemandData, pd.DataFrame | None]:
     if not lake.partitions("curated", "demand_daily"):
         raise LakeError(f"no curated demand under {lake.root}; run quanyu data merge first")
     demand = lake.read_all("curated", "demand_daily", columns=DEMAND_COLUMNS).to_pandas()
-    read = lambda t: lake.read("raw", t).to_pandas() if lake.files("raw", t) else None
+
+    def read(table: str) -> pd.DataFrame | None:
+        # complete(): every optional column of the contract is present (as nulls if the brand
+        # does not provide it), so the family never trips over a missing optional column
+        return complete(lake.read("raw", table), RAW_TABLES[table]).to_pandas() if lake.files("raw", table) else None
+
     data = DemandData(demand=demand, products=read("products"), stores=read("stores"), calendar=read("calendar"),
                       promotions=read("promotions"), prices=read("prices"))
     truth = None

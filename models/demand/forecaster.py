@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from lake.contract import PRICES, PROMOTIONS, complete
 from lake.merge import list_prices, offer_discounts
 from models.demand.config import DemandConfig
 from models.demand.features import (
@@ -128,17 +129,24 @@ class DemandForecaster:
         """Rows for store × SKU `pairs` on future `days`, priced with the list prices and the
         promotions planned for those days."""
         t = self.tables_
-        products = pa.Table.from_pandas(t["products"][["sku_id", "list_price", "category"]], preserve_index=False)
-        prices = None if t["prices"] is None else pa.Table.from_pandas(t["prices"], preserve_index=False)
-        stores = pa.Table.from_pandas(t["stores"][["store_id", "channel", "platform"]], preserve_index=False)
-        promotions = pa.Table.from_pandas(t["promotions"], preserve_index=False)
+        def arrow(frame: pd.DataFrame, fields: list[tuple[str, pa.DataType]]) -> pa.Table:
+            # the contract's Arrow types (pandas 3 strings would become large_string, and Arrow
+            # joins need identical key types)
+            return pa.Table.from_pandas(frame.reindex(columns=[n for n, _ in fields]), schema=pa.schema(fields),
+                                        preserve_index=False)
+
+        text = pa.string()
+        products = arrow(t["products"], [("sku_id", text), ("list_price", pa.float64()), ("category", text)])
+        prices = None if t["prices"] is None else complete(pa.Table.from_pandas(t["prices"], preserve_index=False), PRICES)
+        stores = arrow(t["stores"], [("store_id", text), ("channel", text), ("platform", text)])
+        promotions = complete(pa.Table.from_pandas(t["promotions"], preserve_index=False), PROMOTIONS)
         frames = []
         for day in days:
             rows = pairs[["store_id", "sku_id"]].assign(dt=day)
             price = list_prices(products, prices, day).to_pandas().set_index("sku_id")["list_price"]
             rows["list_price"] = rows["sku_id"].map(price).to_numpy()
             rows["offer_discount_pct"] = offer_discounts(promotions, stores, products, day,
-                                                         pa.Table.from_pandas(rows[["store_id", "sku_id"]], preserve_index=False))
+                                                         arrow(rows, [("store_id", text), ("sku_id", text)]))
             frames.append(rows)
         return pd.concat(frames, ignore_index=True)
 

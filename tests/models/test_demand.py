@@ -100,3 +100,31 @@ def test_rolling_origin_evaluation_beats_the_baselines(demand_data, ray_session)
     assert m["wrmsse_oracle"] < m["wrmsse"] < 1.3 * m["wrmsse_oracle"]
     assert 0.6 < m["interval_coverage_p10_p90"] < 0.95
     assert last is not None and last.residual_quantiles_ is not None
+
+
+def test_a_lake_with_only_required_columns_and_no_truth_trains(raw_copy, ray_session):
+    """The contract's promise for brands that bring their own data: required columns only, no
+    assortment, no prices, no truth/ — the family still trains, evaluates and forecasts."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from jobs import merge
+    from lake.contract import RAW_TABLES
+
+    for name, spec in RAW_TABLES.items():
+        if not spec.required_table:
+            shutil.rmtree(raw_copy.table_dir("raw", name))
+            continue
+        for day in raw_copy.partitions("raw", name) or [None]:
+            for f in raw_copy.files("raw", name, day):
+                pq.write_table(pq.read_table(f, columns=list(spec.required_columns)), f)
+    assert merge.main(merge.MergeConfig(), raw_copy).exit_code == 0
+    data, truth = read_demand_data(raw_copy)
+    assert truth is None and data.prices is None
+    evaluation, last = evaluate(data, FAST, truth)
+    assert "wrmsse_oracle" not in evaluation.metrics
+    assert evaluation.metrics["wrmsse"] < evaluation.metrics["wrmsse_seasonal_naive"]
+    store = data.demand["store_id"].iloc[0]
+    frame = last.forecast(store, data.demand[data.demand["store_id"] == store]["sku_id"].unique()[:2].tolist(), 7)
+    assert len(frame) == 14 and frame["p50"].notna().all()
