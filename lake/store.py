@@ -52,9 +52,6 @@ class Lake:
     def partition_dir(self, zone: str, table: str, day: dt.date) -> Path:
         return self.table_dir(zone, table) / f"dt={day.isoformat()}"
 
-    def exists(self, zone: str, table: str) -> bool:
-        return self.table_dir(zone, table).is_dir()
-
     def partitions(self, zone: str, table: str) -> list[dt.date]:
         """Dates of the `dt=` partitions of a table, sorted; [] when the table is absent."""
         folder = self.table_dir(zone, table)

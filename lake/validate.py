@@ -247,11 +247,3 @@ def key_hashes(data: pa.Table, key: tuple[str, ...]) -> np.ndarray:
     import pandas as pd
 
     return pd.util.hash_pandas_object(data.select(list(key)).to_pandas(), index=False).to_numpy()
-
-
-def summarise(violations: list[Violation]) -> dict[str, int]:
-    """Rows per rule, for summaries."""
-    out: dict[str, int] = {}
-    for v in violations:
-        out[v.rule] = out.get(v.rule, 0) + v.rows
-    return out
