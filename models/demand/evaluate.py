@@ -86,18 +86,24 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
         for name in ("seasonal_naive", "moving_average"):
             metrics[f"wrmsse_{name}"] = wrmsse(history, holdout, prediction=name)
             metrics[f"wape_{name}"] = wape(holdout["units_sold"], holdout[name])
-        new = pd.to_datetime(holdout["sku_id"].map(launch)) > pd.Timestamp(origin - dt.timedelta(days=NEW_SKU_DAYS))
-        metrics["new_sku_rows"] = float(new.sum())
-        metrics["mae_new_sku"] = float((holdout["units_sold"] - holdout["prediction"])[new].abs().mean()) if new.any() else np.nan
+        launched = pd.to_datetime(holdout["sku_id"].map(launch)).to_numpy()
+        # new SKUs: launched within NEW_SKU_DAYS before the origin (some history) or after it (none)
+        groups = {"new_sku": launched > np.datetime64(origin - dt.timedelta(days=NEW_SKU_DAYS)),
+                  "new_sku_launched_before_origin": (launched > np.datetime64(origin - dt.timedelta(days=NEW_SKU_DAYS)))
+                  & (launched <= np.datetime64(origin)),
+                  "new_sku_launched_after_origin": launched > np.datetime64(origin)}
+        metrics["new_sku_rows"] = float(groups["new_sku"].sum())
         if truth is not None:
             expected = truth[(truth["dt"] > origin) & (truth["dt"] <= end)]
-            holdout = holdout.merge(expected, on=["dt", "store_id", "sku_id"], how="left")
+            holdout = holdout.merge(expected, on=["dt", "store_id", "sku_id"], how="left")  # keeps row order
             holdout["oracle"] = holdout["expected_units"].fillna(0.0)
             metrics["wrmsse_oracle"] = wrmsse(history, holdout, prediction="oracle")
             metrics["wape_oracle"] = wape(holdout["units_sold"], holdout["oracle"])
-            if new.any():
-                new = new.to_numpy()
-                metrics["mae_new_sku_oracle"] = float((holdout["units_sold"] - holdout["oracle"])[new].abs().mean())
+        for name, mask in groups.items():
+            if mask.any():
+                metrics[f"mae_{name}"] = float((holdout["units_sold"] - holdout["prediction"])[mask].abs().mean())
+                if truth is not None:
+                    metrics[f"mae_{name}_oracle"] = float((holdout["units_sold"] - holdout["oracle"])[mask].abs().mean())
         if previous is not None:
             forecaster.calibrate(*previous)
             holdout["p10"], holdout["p90"] = forecaster.intervals(holdout["prediction"].to_numpy())
