@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     from lake.store import LakeError
     from pydantic import ValidationError
 
+    # artifact downloads print a progress bar per file; the jobs say what they do instead
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         code = cli.main(args=argv, prog_name="quanyu", standalone_mode=False)
     except click.exceptions.Exit as done:

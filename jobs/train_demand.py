@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,9 +156,11 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
         mlflow.log_params({**_flatten("", config.model_dump(mode="json")), "training_rows": forecaster.training_rows_,
                            "origins": ",".join(str(o.origin) for o in evaluation.origins)})
         mlflow.log_metrics(metrics)
-        dataset = mlflow.data.from_pandas(data.demand, source=str(lake.table_dir("curated", "demand_daily")),
-                                          name="demand_daily")
-        mlflow.log_input(dataset, context="training")
+        with warnings.catch_warnings():  # MLflow's hints about path sources and integer columns
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(data.demand, source=str(lake.table_dir("curated", "demand_daily")),
+                                              name="demand_daily")
+            mlflow.log_input(dataset, context="training")
         for path in _plots(evaluation, forecaster, folder):
             mlflow.log_artifact(str(path), artifact_path="plots")
         (folder / "config.json").write_text(config.model_dump_json(indent=1))
