@@ -36,15 +36,33 @@ class Runtime:
                    artifact_root=str(home / "mlartifacts") if local_store else None)
 
 
+# Ray's session folder holds Unix sockets, whose paths may not exceed ~107 bytes; the session
+# name Ray appends takes about 45 of them.
+RAY_TEMP_DIR_MAX = 60
+
+
+def ray_temp_dir(home: Path) -> str | None:
+    """Where a local Ray keeps its session files: QUANYU_HOME/ray, unless that path is too long
+    for Ray's sockets (then None: Ray's default, /tmp/ray)."""
+    folder = home / "ray"
+    return str(folder) if len(str(folder)) <= RAY_TEMP_DIR_MAX else None
+
+
 def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
-    """Connect to the configured Ray cluster, or start a local one; reuse one already running
-    in this process (tests, notebooks)."""
+    """Connect to the configured Ray cluster, or start a local one (session files under
+    QUANYU_HOME/ray); reuse one already running in this process (tests, notebooks)."""
+    import sys
+
     import ray
 
     if ray.is_initialized():
         return
     if runtime.ray_address:
         ray.init(address=runtime.ray_address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 configure_logging=True, logging_level="WARNING")
+        return
+    temp_dir = ray_temp_dir(runtime.home)
+    if temp_dir is None:
+        print(f"note: Ray's session files go to /tmp/ray: {runtime.home / 'ray'} is longer than "
+              f"{RAY_TEMP_DIR_MAX} characters, too long for Ray's sockets", file=sys.stderr)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, configure_logging=True,
+             logging_level="WARNING", _temp_dir=temp_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import main as cli_main
-from jobs.runtime import Runtime
+from jobs.runtime import Runtime, ray_temp_dir
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -92,3 +92,22 @@ def test_the_console_script_is_installed_and_answers(tmp_path):
     assert done.returncode == 0 and "omnichannel" in done.stdout
     done = subprocess.run([str(VENV_BIN / "quanyu"), "data", "describe"], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and "no tables yet" in done.stdout
+
+
+def test_ray_session_files_go_under_quanyu_home_when_the_path_allows(tmp_path):
+    assert ray_temp_dir(Path("/srv/q/.quanyu")) == "/srv/q/.quanyu/ray"
+    assert ray_temp_dir(Path("/" + "x" * 80)) is None  # too long for Ray's Unix sockets
+
+
+def test_a_local_ray_started_by_the_cli_keeps_its_files_under_quanyu_home(tmp_path):
+    home = Path("/tmp") / f"qh-{os.getpid()}"
+    env = {**os.environ, "QUANYU_HOME": str(home)}
+    done = subprocess.run([str(VENV_BIN / "quanyu"), "data", "generate", "--scale", "tiny", "--days", "28",
+                           "--lake", str(tmp_path / "lake")], capture_output=True, text=True, env=env, timeout=300)
+    try:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert any((home / "ray").glob("session_*")), "no Ray session under QUANYU_HOME/ray"
+    finally:
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
