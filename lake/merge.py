@@ -15,6 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -259,8 +260,6 @@ def store_performance(daily: pa.Table, stores: pa.Table, sites: pa.Table | None,
         rows.append({"store_id": store_id, "open_date": opened, "first_dt": first, "last_dt": last,
                      "trading_days": int(len(g)), "revenue_observed": float(g["revenue_net"].sum()),
                      "revenue_annualised": float(in_window * 365.0 / span), "revenue_first_12m": first_12m})
-    import pandas as pd
-
     perf = pd.DataFrame(rows, columns=["store_id", "open_date", "first_dt", "last_dt", "trading_days",
                                        "revenue_observed", "revenue_annualised", "revenue_first_12m"])
     for col in ("city", "site_id", "format"):

@@ -85,6 +85,7 @@ class DemandForecaster:
         self.tables_ = {"products": data.products, "stores": data.stores, "calendar": data.calendar,
                         "promotions": data.promotions, "prices": data.prices}
         self.residual_quantiles_: pd.DataFrame | None = None
+        self._lookup_tables = None
         return self
 
     # --- prediction -----------------------------------------------------------------------
@@ -125,28 +126,40 @@ class DemandForecaster:
         upper = np.clip(predicted + q["upper"].to_numpy()[bucket] * scale, 0, None)
         return np.minimum(lower, predicted), np.maximum(upper, predicted)
 
+    def _lookups(self) -> tuple[pa.Table, pa.Table | None, pa.Table, pa.Table]:
+        """Products, prices, stores and promotions as Arrow tables with the contract's types,
+        built once per fitted (or loaded) model: every forecast request reuses them."""
+        if getattr(self, "_lookup_tables", None) is None:
+            t = self.tables_
+
+            def arrow(frame: pd.DataFrame, fields: list[tuple[str, pa.DataType]]) -> pa.Table:
+                return pa.Table.from_pandas(frame.reindex(columns=[n for n, _ in fields]),
+                                            schema=pa.schema(fields), preserve_index=False)
+
+            text = pa.string()
+            self._lookup_tables = (
+                arrow(t["products"], [("sku_id", text), ("list_price", pa.float64()), ("category", text)]),
+                None if t["prices"] is None else complete(pa.Table.from_pandas(t["prices"], preserve_index=False), PRICES),
+                arrow(t["stores"], [("store_id", text), ("channel", text), ("platform", text)]),
+                complete(pa.Table.from_pandas(t["promotions"], preserve_index=False), PROMOTIONS),
+            )
+        return self._lookup_tables
+
     def planned_rows(self, pairs: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
         """Rows for store × SKU `pairs` on future `days`, priced with the list prices and the
         promotions planned for those days."""
-        t = self.tables_
-        def arrow(frame: pd.DataFrame, fields: list[tuple[str, pa.DataType]]) -> pa.Table:
-            # the contract's Arrow types (pandas 3 strings would become large_string, and Arrow
-            # joins need identical key types)
-            return pa.Table.from_pandas(frame.reindex(columns=[n for n, _ in fields]), schema=pa.schema(fields),
-                                        preserve_index=False)
-
-        text = pa.string()
-        products = arrow(t["products"], [("sku_id", text), ("list_price", pa.float64()), ("category", text)])
-        prices = None if t["prices"] is None else complete(pa.Table.from_pandas(t["prices"], preserve_index=False), PRICES)
-        stores = arrow(t["stores"], [("store_id", text), ("channel", text), ("platform", text)])
-        promotions = complete(pa.Table.from_pandas(t["promotions"], preserve_index=False), PROMOTIONS)
+        # the contract's Arrow types throughout: pandas 3 strings would become large_string,
+        # all-empty columns null, and Arrow joins refuse both
+        products, prices, stores, promotions = self._lookups()
+        pair_schema = pa.schema([("store_id", pa.string()), ("sku_id", pa.string())])
         frames = []
         for day in days:
             rows = pairs[["store_id", "sku_id"]].assign(dt=day)
             price = list_prices(products, prices, day).to_pandas().set_index("sku_id")["list_price"]
             rows["list_price"] = rows["sku_id"].map(price).to_numpy()
-            rows["offer_discount_pct"] = offer_discounts(promotions, stores, products, day,
-                                                         arrow(rows, [("store_id", text), ("sku_id", text)]))
+            rows["offer_discount_pct"] = offer_discounts(
+                promotions, stores, products, day,
+                pa.Table.from_pandas(rows[["store_id", "sku_id"]], schema=pair_schema, preserve_index=False))
             frames.append(rows)
         return pd.concat(frames, ignore_index=True)
 
