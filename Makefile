@@ -25,14 +25,22 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-# statsforecast (a peer in `bench demand`) needs pandas < 3: it gets its own environment
+# the peers of the benchmarks need pandas < 3 (statsforecast, in `bench demand`) or a geopandas
+# stack (spopt, in `bench location`): they get their own environment
 .venv-peers/bin/python:
 	$(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/pip install --quiet statsforecast==2.1.1 pyarrow
+	.venv-peers/bin/pip install --quiet statsforecast==2.1.1 spopt==0.7.0 pulp==3.3.2 pyarrow
 
-bench: $(VENV)/.installed-dev .venv-peers/bin/python
+# the lake the location family learns from: 30 cities x 20 stores (about 90 s)
+CHAIN_LAKE := $(QUANYU_HOME)/bench/chain/lake
+$(CHAIN_LAKE)/curated/store_performance: | $(VENV)/.installed
+	$(BIN)/quanyu data generate --scale chain --seed 42 --lake $(CHAIN_LAKE)
+	$(BIN)/quanyu data merge --lake $(CHAIN_LAKE)
+
+bench: $(VENV)/.installed-dev .venv-peers/bin/python $(CHAIN_LAKE)/curated/store_performance
 	$(BIN)/quanyu bench lake --scales small,medium
 	$(BIN)/quanyu bench demand --lake $(QUANYU_HOME)/bench/small/lake
+	$(BIN)/quanyu bench location --lake $(CHAIN_LAKE)
 
 clean:
 	rm -rf $(VENV) .venv-peers .quanyu .pytest_cache .hypothesis

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from jobs.runtime import Runtime, ensure_ray
+from lake.generate.scales import SCALES
 
 EXIT_FAILURE = 2
 
@@ -59,7 +60,7 @@ def data() -> None:
 
 
 @data.command("generate")
-@click.option("--scale", type=click.Choice(["tiny", "small", "medium", "large"]), default="tiny", show_default=True)
+@click.option("--scale", type=click.Choice(list(SCALES)), default="tiny", show_default=True)
 @lake_option
 @click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
 @click.option("--start", default=None, help="First day, YYYY-MM-DD [default: the scale's].")
@@ -177,6 +178,13 @@ def _describe_text(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _family_config(family: str, cls, config_path: str | None):
+    """The family's config from --config, else configs/<family>.yaml, else the defaults; and its path."""
+    default = Path(__file__).resolve().parents[1] / "configs" / f"{family}.yaml"
+    path = config_path or (str(default) if default.exists() else None)
+    return (cls.from_yaml(path) if path else cls()), path
+
+
 @cli.group()
 def train() -> None:
     """Train a model family, evaluate it against its baselines and register a candidate."""
@@ -192,9 +200,7 @@ def train_demand(ctx, lake, config_path) -> None:
     from jobs import train_demand as job
     from models.demand.config import DemandConfig
 
-    default = job.REPO / "configs" / "demand.yaml"
-    path = config_path or (str(default) if default.exists() else None)
-    config = DemandConfig.from_yaml(path) if path else DemandConfig()
+    config, path = _family_config("demand", DemandConfig, config_path)
     runtime = _runtime(ctx, lake)
     ensure_ray(runtime)
     result = job.main(config, runtime.lake, runtime.tracking_uri, config_path=path, artifact_root=runtime.artifact_root)
@@ -205,6 +211,60 @@ def train_demand(ctx, lake, config_path) -> None:
                 "interval_coverage_p10_p90"):
         if key in m:
             click.echo(f"  {key:<28} {m[key]:.4f}")
+
+
+@train.command("location")
+@lake_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Family config [default: configs/location.yaml when present, else built-in defaults].")
+@click.pass_context
+def train_location(ctx, lake, config_path) -> None:
+    """Location: store revenue from site features; spatial CV; the site recommender's snapshot."""
+    from jobs import train_location as job
+    from models.location.config import LocationConfig
+
+    config, path = _family_config("location", LocationConfig, config_path)
+    runtime = _runtime(ctx, lake)
+    ensure_ray(runtime)
+    result = job.main(config, runtime.lake, runtime.tracking_uri, config_path=path, artifact_root=runtime.artifact_root)
+    m = result.metrics
+    click.echo(f"registered quanyu-location version {result.version} (alias candidate), run {result.run_id}, "
+               f"data date {result.origin}, {result.seconds} s")
+    for key in (*job.HEADLINE, "mape", "stores"):
+        if key in m:
+            click.echo(f"  {key:<32} {m[key]:.4f}")
+
+
+@cli.group()
+def sites() -> None:
+    """Site recommendations for the next stores (the location family's champion)."""
+
+
+@sites.command("recommend")
+@click.option("--city", required=True, help="City to plan in.")
+@click.option("--k", "k", type=click.IntRange(1, 50), default=5, show_default=True, help="How many sites.")
+@click.option("--min-distance-km", type=click.FloatRange(0, 100), default=None,
+              help="Minimum distance to own stores and between picks.")
+@click.option("--max-rent", type=click.FloatRange(0), default=None, help="Maximum rent, CNY per m² per month.")
+@click.option("--exclude", multiple=True, help="Site id to leave out (repeatable).")
+@click.option("--include", multiple=True, help="Site id to force in (repeatable).")
+@click.option("--objective", type=click.Choice(["net_gain", "coverage"]), default="net_gain", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--alias", default="champion", show_default=True, help="Which registered version answers.")
+@click.pass_context
+def sites_recommend(ctx, city, k, min_distance_km, max_rent, exclude, include, objective, fmt, alias) -> None:
+    """Choose k candidate sites in a city for the largest net gain (or population coverage)."""
+    from jobs.recommend_sites import load_recommender, render
+    from models.location.recommender import RecommendError
+
+    runtime = _runtime(ctx, None)
+    recommender, version = load_recommender(runtime.tracking_uri, alias)
+    try:
+        result = recommender.recommend(city, k, min_distance_km=min_distance_km, max_rent=max_rent,
+                                       exclude=list(exclude), include=list(include), objective=objective)
+    except RecommendError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render(result, version, recommender.meta.get("data_date"), fmt), nl=False)
 
 
 @cli.group()
@@ -234,7 +294,7 @@ def predict_demand(ctx, lake, alias) -> None:
 
 
 @cli.command("demo")
-@click.option("--scale", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True)
+@click.option("--scale", type=click.Choice(list(SCALES)), default="small", show_default=True)
 @lake_option
 @click.pass_context
 def demo(ctx, scale, lake) -> None:
@@ -302,6 +362,31 @@ def bench_demand(ctx, lake, out) -> None:
     ensure_ray(runtime)
     config = DemandConfig.from_yaml(REPO / "configs" / "demand.yaml")
     demand_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "demand", config)
+
+
+@bench.command("location")
+@lake_option
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/location].")
+@click.option("--sizes", default="10000,100000", show_default=True, help="Candidate sites per synthetic city (latency).")
+@click.option("--mclp-sizes", default="2000,10000", show_default=True, help="Candidate sites per coverage instance.")
+@click.pass_context
+def bench_location(ctx, lake, out, sizes, mclp_sizes) -> None:
+    """Recommendation latency at 10k / 100k sites; coverage vs spopt's exact MCLP (CBC)."""
+    from benchmarks import location as location_bench
+    from jobs.train_demand import REPO
+    from models.location.config import LocationConfig
+
+    runtime = _runtime(ctx, lake)
+    config = LocationConfig.from_yaml(REPO / "configs" / "location.yaml")
+
+    def ints(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+
+    location_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "location", config,
+                        ints(sizes), ints(mclp_sizes))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,3 +52,16 @@ def lake_copy(tiny_lake: Lake, tmp_path: Path) -> Lake:
     for zone in ("raw", "curated", "truth"):
         shutil.copytree(tiny_lake.root / zone, target.root / zone)
     return target
+
+
+@pytest.fixture(scope="session")
+def chain_lake(ray_session, tmp_path_factory) -> Lake:
+    """The `chain` lake (seed 42): 30 cities × 20 stores, a small catalogue, 400 days — what the
+    location family needs to learn from (about 90 s to generate and merge). Read-only."""
+    from jobs import generate, merge
+
+    lake = Lake(tmp_path_factory.mktemp("chain") / "lake")
+    generate.main(generate.GenerateConfig(scale="chain", seed=42), lake)
+    merged = merge.main(merge.MergeConfig(), lake)
+    assert merged.exit_code == 0, merged.failed
+    return lake

@@ -31,6 +31,9 @@ SCALES: dict[str, Scale] = {
               days=240, start=dt.date(2025, 1, 1), target_lines=120_000, chunk_days=60),
         Scale(name="small", cities=4, stores_per_city=8, skus=400, consumers=60_000, site_ring=9,
               days=730, start=dt.date(2024, 11, 1), target_lines=5_000_000, chunk_days=61),
+        # a brand with many stores and a small catalogue: what the location family learns from
+        Scale(name="chain", cities=30, stores_per_city=20, skus=60, consumers=60_000, site_ring=8,
+              days=400, start=dt.date(2025, 1, 1), target_lines=1_500_000, chunk_days=100),
         Scale(name="medium", cities=10, stores_per_city=14, skus=2_000, consumers=500_000, site_ring=12,
               days=730, start=dt.date(2024, 11, 1), target_lines=50_000_000, chunk_days=31),
         Scale(name="large", cities=30, stores_per_city=20, skus=5_000, consumers=5_000_000, site_ring=16,

@@ -142,8 +142,23 @@ def _hex_ids(rng: np.random.Generator, prefix: str, n: int, bits: int = 48) -> p
 def build_cities(scale: Scale, rng: np.random.Generator) -> pd.DataFrame:
     rows = CITIES[: scale.cities]
     frame = pd.DataFrame(rows, columns=["city", "tier", "lat", "lon", "size"])
-    frame["code"] = [c[:3].upper().replace("'", "") for c in frame["city"]]
+    frame["code"] = city_codes(frame["city"])
     return frame
+
+
+def city_codes(cities) -> list[str]:
+    """Three-letter codes that prefix store ids, unique across cities: the first three letters,
+    else (Shenzhen / Shenyang) the first letter and the last two."""
+    codes: list[str] = []
+    for city in cities:
+        name = city.replace("'", "").upper()
+        code = name[:3]
+        if code in codes:
+            code = name[0] + name[-2:]
+        if code in codes:
+            raise ValueError(f"no unique store-id code for {city}")
+        codes.append(code)
+    return codes
 
 
 def build_sites(cities: pd.DataFrame, scale: Scale, rng: np.random.Generator) -> pd.DataFrame:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.config import FamilyConfig
 from models.demand.features import FeatureSpec
 
 
@@ -36,21 +35,10 @@ class EvaluationConfig(BaseModel):
     origins: int = Field(2, ge=1, le=12)
 
 
-class DemandConfig(BaseModel):
+class DemandConfig(FamilyConfig):
     """Everything the demand family needs; unknown keys are refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: FeatureSpec = FeatureSpec()
     training: TrainingConfig = TrainingConfig()
     intervals: IntervalConfig = IntervalConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "DemandConfig":
-        """Parse a YAML file. Raises ValueError naming the file when it does not fit."""
-        text = Path(path).read_text()
-        try:
-            return cls.model_validate(yaml.safe_load(text) or {})
-        except Exception as exc:  # pydantic's message lists every wrong key
-            raise ValueError(f"{path}: {exc}") from None

@@ -131,3 +131,13 @@ def test_unknown_scale_and_short_periods_are_refused():
         get_scale("huge")
     with pytest.raises(ValueError, match="at least 28"):
         get_scale("tiny", days=10)
+
+
+def test_store_id_codes_are_unique_across_all_cities():
+    """Shenzhen / Shenyang, Xi'an / Xiamen and Nanjing / Nanning share their first three letters;
+    their codes prefix store ids and chunk file names, so a clash loses data silently."""
+    from lake.generate.world import CITIES, city_codes
+
+    codes = city_codes([c[0] for c in CITIES])
+    assert len(set(codes)) == len(CITIES)
+    assert codes[:10] == ["SHA", "BEI", "HAN", "CHE", "SHE", "GUA", "WUH", "NAN", "XIA", "SUZ"]  # lakes up to medium unchanged

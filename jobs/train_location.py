@@ -1,0 +1,144 @@
+"""Job: train the location family and register a candidate version.
+
+Steps:
+1. read candidate sites, stores, members, online purchases and store performance from the lake
+   (and truth/stores when the lake has it: the oracle, for evaluation only);
+2. build the training table: one row per trading offline store, its site's features computed
+   without its own outcome;
+3. spatial cross-validation (whole cities per fold, one Ray task per fold): the model, the
+   population and gravity baselines and the oracle on the same stores;
+4. fit the production model on every store, score every candidate site;
+5. log params, metrics (spearman, spearman_population_baseline, spearman_gravity_baseline,
+   spearman_oracle, ndcg_at_10, …), dataset digests and plots to MLflow;
+6. register `quanyu-location` (model + candidate-site snapshot + own-store snapshot) and point
+   the alias `candidate` at it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from jobs.train_demand import REPO, TrainResult, _flatten, _git_commit, _version
+from lake.store import Lake
+from models.location.config import LocationConfig
+from models.location.data import LocationData, read_location_data, training_table
+from models.location.features import extra_area_columns, member_areas, site_features
+from models.location.model import TARGET, Evaluation, SiteModel, evaluate
+from models.location.recommender import SiteRecommender
+from models.registry import CANDIDATE, registered_name, set_alias, use_experiment
+
+HEADLINE = ("spearman", "spearman_population_baseline", "spearman_gravity_baseline", "spearman_oracle", "ndcg_at_10")
+
+
+def build_recommender(data: LocationData, table: pd.DataFrame, config: LocationConfig, smearing: float,
+                      meta: dict | None = None) -> SiteRecommender:
+    """Fit the production model on every store and score every candidate site with it."""
+    extra = extra_area_columns(data.sites)
+    model = SiteModel.from_config(config, extra).fit(table)
+    model.smearing_ = smearing
+    trading = data.trading_stores()
+    features = site_features(data.sites, member_areas(data.members, data.online, data.sites), trading,
+                             config.features, extra)
+    features[["lat", "lon"]] = data.sites[["lat", "lon"]].to_numpy()
+    revenue = data.performance.set_index("store_id")[TARGET]
+    stores = trading[["store_id", "city", "lat", "lon", "format"]].assign(
+        revenue_annualised=trading["store_id"].map(revenue).fillna(0.0).to_numpy())
+    return SiteRecommender(model, features, stores, config, {"data_date": str(data.data_date), **(meta or {})})
+
+
+def _plots(evaluation: Evaluation, recommender: SiteRecommender, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = evaluation.predictions
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for fmt, rows in p.groupby("format"):
+        ax.scatter(rows[TARGET] / 1e6, rows["predicted"] / 1e6, s=12, alpha=0.7, label=fmt)
+    top = float(max(p[TARGET].max(), p["predicted"].max())) / 1e6
+    ax.plot([0.01, top], [0.01, top], "k:", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("actual annualised revenue, M CNY")
+    ax.set_ylabel("predicted (out of fold), M CNY")
+    ax.set_title(f"Location model, spatial CV: Spearman {evaluation.metrics['spearman']:.2f} within cities")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = [folder / "predicted_vs_actual.png"]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+    booster = recommender.model.booster_
+    gain = pd.Series(booster.feature_importance("gain"), index=booster.feature_name()).sort_values().tail(20)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.barh(gain.index, gain.to_numpy() / max(gain.sum(), 1e-12))
+    ax.set_xlabel("share of total gain")
+    ax.set_title("Location model: feature importance")
+    fig.tight_layout()
+    paths.append(folder / "feature_importance.png")
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
+         artifact_root: str | None = None) -> TrainResult:
+    """Train, evaluate, log and register; Ray should be initialised (folds run as tasks)."""
+    import mlflow
+    import mlflow.data
+
+    from models.location.pyfunc import LocationPyfunc
+
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"train location: {line} [{time.monotonic() - started:.0f} s]", file=sys.stderr, flush=True)
+
+    data = read_location_data(lake, config.features.member_days)
+    table = training_table(data, config.features, config.training.min_trading_days)
+    say(f"{len(table)} trading stores in {table['city'].nunique()} cities, {len(data.sites):,} candidate sites")
+    evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites))
+    say(f"spatial CV over {evaluation.folds} folds: spearman {evaluation.metrics['spearman']:.3f}")
+    metrics = {k: v for k, v in evaluation.metrics.items() if v == v}
+    recommender = build_recommender(data, table, config, evaluation.smearing,
+                                    {k: metrics[k] for k in HEADLINE if k in metrics})
+    say(f"scored {len(recommender.sites):,} candidate sites")
+
+    mlflow.set_tracking_uri(tracking_uri)
+    use_experiment("quanyu-location", artifact_root)
+    with mlflow.start_run(run_name=f"location {data.data_date}") as run, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        mlflow.set_tags({"family": "location", "lake": str(lake.root), "data_date": str(data.data_date),
+                         "git_commit": _git_commit(), "config_path": config_path or "defaults"})
+        mlflow.log_params({**_flatten("", config.model_dump(mode="json")), "training_stores": len(table),
+                           "candidate_sites": len(data.sites), "cities": int(table["city"].nunique())})
+        mlflow.log_metrics(metrics)
+        with warnings.catch_warnings():  # MLflow's hints about path sources and integer columns
+            warnings.simplefilter("ignore", UserWarning)
+            for name, frame, zone in (("store_performance", data.performance, "curated"),
+                                      ("candidate_sites", data.sites, "raw")):
+                dataset = mlflow.data.from_pandas(frame, source=str(lake.table_dir(zone, name)), name=name)
+                mlflow.log_input(dataset, context="training")
+        for path in _plots(evaluation, recommender, folder):
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        evaluation.predictions.to_csv(folder / "cv_predictions.csv", index=False)
+        mlflow.log_artifact(str(folder / "cv_predictions.csv"))
+        model_dir = recommender.save(folder / "recommender")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=LocationPyfunc(), artifacts={"recommender": str(model_dir)},
+            code_paths=[str(REPO / "models"), str(REPO / "lake")], registered_model_name=registered_name("location"),
+            input_example=pd.DataFrame({"site_id": recommender.sites["site_id"].head(2).astype(str)}),
+            pip_requirements=[f"{p}=={_version(p)}" for p in ("lightgbm", "pandas", "pyarrow", "pydantic", "numpy",
+                                                               "scipy", "h3")],
+        )
+        version = str(info.registered_model_version)
+        set_alias("location", version, CANDIDATE)
+    return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, origin=data.data_date,
+                       seconds=round(time.monotonic() - started, 1))
+
