@@ -26,6 +26,8 @@ import pandas as pd
 
 from jobs.train_demand import REPO, TrainResult, _flatten, _git_commit, _version
 from lake.store import Lake
+from models.location.cannibalisation import CannibalisationEstimate
+from models.location.cannibalisation import estimate as estimate_cannibalisation
 from models.location.config import LocationConfig
 from models.location.data import LocationData, read_location_data, training_table
 from models.location.features import extra_area_columns, member_areas, site_features
@@ -34,6 +36,21 @@ from models.location.recommender import SiteRecommender
 from models.registry import CANDIDATE, registered_name, set_alias, use_experiment
 
 HEADLINE = ("spearman", "spearman_population_baseline", "spearman_gravity_baseline", "spearman_oracle", "ndcg_at_10")
+
+
+def with_estimated_cannibalisation(data: LocationData, config: LocationConfig
+                                   ) -> tuple[LocationConfig, CannibalisationEstimate | None]:
+    """The config with the share model's strength and decay estimated from the brand's openings
+    and closings, when asked for and when the lake has enough of them; else the config as given."""
+    prior = config.recommender.cannibalisation
+    if not prior.estimate or data.daily is None or data.daily.empty:
+        return config, None
+    found = estimate_cannibalisation(data.stores, data.daily, prior.min_observations)
+    if found is None:
+        return config, None
+    fitted = prior.model_copy(update={"strength": found.strength, "decay_km": found.decay_km})
+    return config.model_copy(update={"recommender": config.recommender.model_copy(
+        update={"cannibalisation": fitted})}), found
 
 
 def build_recommender(data: LocationData, table: pd.DataFrame, config: LocationConfig, smearing: float,
@@ -106,6 +123,17 @@ def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str
     evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites))
     say(f"spatial CV over {evaluation.folds} folds: spearman {evaluation.metrics['spearman']:.3f}")
     metrics = {k: v for k, v in evaluation.metrics.items() if v == v}
+    config, found = with_estimated_cannibalisation(data, config)
+    share = config.recommender.cannibalisation
+    if found is not None:
+        metrics.update({"cannibalisation_events": float(found.events), "cannibalisation_rmse": found.rmse,
+                        "cannibalisation_rmse_no_effect": found.rmse_without})
+        say(f"cannibalisation from {found.events} openings/closings: strength {share.strength}, "
+            f"decay {share.decay_km} km")
+    else:
+        say(f"cannibalisation: too few openings/closings to estimate; the prior (strength {share.strength}, "
+            f"decay {share.decay_km} km) stays")
+    metrics.update({"cannibalisation_strength": share.strength, "cannibalisation_decay_km": share.decay_km})
     recommender = build_recommender(data, table, config, evaluation.smearing,
                                     {k: metrics[k] for k in HEADLINE if k in metrics})
     say(f"scored {len(recommender.sites):,} candidate sites")

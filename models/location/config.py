@@ -39,9 +39,11 @@ class CannibalisationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strength: float = Field(0.5, ge=0)
-    decay_km: float = Field(1.2, gt=0)
+    strength: float = Field(0.5, ge=0, description="prior; replaced by the estimate when there is one")
+    decay_km: float = Field(1.2, gt=0, description="prior; replaced by the estimate when there is one")
     max_km: float = Field(6.0, gt=0)
+    estimate: bool = Field(True, description="estimate strength and decay from the brand's openings and closings")
+    min_observations: int = Field(30, ge=1, description="neighbour observations an estimate needs")
 
 
 class RecommenderConfig(BaseModel):

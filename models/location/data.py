@@ -21,6 +21,7 @@ class LocationData:
     members: pd.DataFrame | None   # member_id, home_cell
     online: pd.DataFrame | None    # member_id, revenue: online purchases in the member window
     data_date: dt.date             # the lake's last day with sales
+    daily: pd.DataFrame | None = None  # dt, store_id, revenue_net of offline stores (cannibalisation)
     truth: pd.DataFrame | None = None  # store_id, true_level (only for evaluation; generated lakes)
 
     def trading_stores(self) -> pd.DataFrame:
@@ -39,7 +40,7 @@ def read_location_data(lake: Lake, member_days: int = 365) -> LocationData:
             raise LakeError(f"the location family needs {zone}/{table} under {lake.root}; {hint}")
     sites = complete(lake.read("raw", "candidate_sites"), RAW_TABLES["candidate_sites"]).to_pandas()
     sites = sites.drop_duplicates("site_id").reset_index(drop=True)
-    stores = lake.read("raw", "stores").to_pandas()
+    stores = complete(lake.read("raw", "stores"), RAW_TABLES["stores"]).to_pandas()
     stores = stores[stores["channel"] == "offline"].reset_index(drop=True)
     performance = lake.read("curated", "store_performance").to_pandas()
     if performance.empty:
@@ -55,10 +56,12 @@ def read_location_data(lake: Lake, member_days: int = 365) -> LocationData:
                   for d in days]
         both = pd.concat(frames, ignore_index=True)
         online = both[both["channel"] == "online"].groupby("member_id", as_index=False)["revenue"].sum()
+    daily = lake.read_all("curated", "store_daily", columns=["store_id", "channel", "revenue_net"]).to_pandas()
+    daily = daily[daily["channel"] == "offline"].drop(columns="channel")
     truth = None
     if lake.files("truth", "stores"):
         truth = lake.read("truth", "stores").to_pandas()[["store_id", "true_level"]]
-    return LocationData(sites, stores, performance, members, online, data_date, truth)
+    return LocationData(sites, stores, performance, members, online, data_date, daily, truth)
 
 
 def training_table(data: LocationData, spec: SiteFeatureSpec, min_trading_days: int) -> pd.DataFrame:

@@ -26,3 +26,19 @@ def test_quality_bars_on_the_chain_lake(chain_lake):
     assert m["spearman"] >= 0.85 * m["spearman_oracle"], m
     assert m["spearman"] > m["spearman_gravity_baseline"], m
     assert m["ndcg_at_10"] > m["ndcg_at_10_population_baseline"], m
+
+
+@pytest.mark.heavy
+def test_cannibalisation_is_estimated_near_the_generator_s_share_model(chain_lake):
+    """The generator's stores keep 1 / (1 + 0.5 · Σ exp(−d / 1.2 km)) of their level. Estimated
+    from ~150 openings and closings when written: strength 0.4, decay 0.9 km (seed 43: 0.4, 1.1)."""
+    import numpy as np
+
+    from models.location.cannibalisation import estimate
+
+    data = read_location_data(chain_lake)
+    found = estimate(data.stores, data.daily)
+    assert found is not None and found.events >= 100
+    assert found.rmse < found.rmse_without  # the share model explains part of the neighbours' changes
+    truth_at_1km = 0.5 * np.exp(-1 / 1.2)
+    assert 0.5 * truth_at_1km <= found.strength * np.exp(-1 / found.decay_km) <= 2 * truth_at_1km, found
