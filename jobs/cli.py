@@ -190,49 +190,57 @@ def train() -> None:
     """Train a model family, evaluate it against its baselines and register a candidate."""
 
 
-@train.command("demand")
-@lake_option
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Family config [default: configs/demand.yaml when present, else built-in defaults].")
-@click.pass_context
-def train_demand(ctx, lake, config_path) -> None:
-    """Demand: units per store × SKU × day, 28 days ahead, with P10/P90."""
-    from jobs import train_demand as job
-    from models.demand.config import DemandConfig
+# family -> (job module, config class, what the summary prints, the word for the data's date)
+FAMILIES = {
+    "demand": ("jobs.train_demand", "models.demand.config:DemandConfig",
+               ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_oracle", "wape",
+                "interval_coverage_p10_p90"), "origin"),
+    "matching": ("jobs.train_matching", "models.matching.model:MatchingConfig",
+                 ("ndcg_at_10", "ndcg_at_10_popularity", "ndcg_at_10_segment_popularity", "ndcg_at_10_oracle",
+                  "recall_at_10", "candidate_recall", "map_at_10", "catalogue_coverage", "audience_auc_new_sku",
+                  "audience_auc_new_sku_segment_popularity"), "data date"),
+    "location": ("jobs.train_location", "models.location.config:LocationConfig",
+                 ("spearman", "spearman_population_baseline", "spearman_gravity_baseline", "spearman_oracle",
+                  "ndcg_at_10", "mape", "stores", "cannibalisation_strength", "cannibalisation_decay_km"), "data date"),
+}
 
-    config, path = _family_config("demand", DemandConfig, config_path)
+
+def _train(ctx: click.Context, family: str, lake: str | None, config_path: str | None) -> None:
+    """Train one family, register its candidate and print the headline metrics."""
+    import importlib
+
+    module, config_ref, keys, date_word = FAMILIES[family]
+    job = importlib.import_module(module)
+    config_module, config_class = config_ref.split(":")
+    config, path = _family_config(family, getattr(importlib.import_module(config_module), config_class), config_path)
     runtime = _runtime(ctx, lake)
     ensure_ray(runtime)
     result = job.main(config, runtime.lake, runtime.tracking_uri, config_path=path, artifact_root=runtime.artifact_root)
-    m = result.metrics
-    click.echo(f"registered quanyu-demand version {result.version} (alias candidate), run {result.run_id}, "
-               f"origin {result.origin}, {result.seconds} s")
-    for key in ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_oracle", "wape",
-                "interval_coverage_p10_p90"):
-        if key in m:
-            click.echo(f"  {key:<28} {m[key]:.4f}")
+    click.echo(f"registered quanyu-{family} version {result.version} (alias candidate), run {result.run_id}, "
+               f"{date_word} {result.origin}, {result.seconds} s")
+    width = max(len(k) for k in keys) + 2
+    for key in keys:
+        if key in result.metrics:
+            click.echo(f"  {key:<{width}} {result.metrics[key]:.4f}")
 
 
-@train.command("location")
-@lake_option
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Family config [default: configs/location.yaml when present, else built-in defaults].")
-@click.pass_context
-def train_location(ctx, lake, config_path) -> None:
-    """Location: store revenue from site features; spatial CV; the site recommender's snapshot."""
-    from jobs import train_location as job
-    from models.location.config import LocationConfig
+def _train_command(family: str, summary: str):
+    @train.command(family, help=summary)
+    @lake_option
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+                  help=f"Family config [default: configs/{family}.yaml when present, else built-in defaults].")
+    @click.pass_context
+    def command(ctx, lake, config_path) -> None:
+        _train(ctx, family, lake, config_path)
 
-    config, path = _family_config("location", LocationConfig, config_path)
-    runtime = _runtime(ctx, lake)
-    ensure_ray(runtime)
-    result = job.main(config, runtime.lake, runtime.tracking_uri, config_path=path, artifact_root=runtime.artifact_root)
-    m = result.metrics
-    click.echo(f"registered quanyu-location version {result.version} (alias candidate), run {result.run_id}, "
-               f"data date {result.origin}, {result.seconds} s")
-    for key in (*job.HEADLINE, "mape", "stores"):
-        if key in m:
-            click.echo(f"  {key:<32} {m[key]:.4f}")
+    return command
+
+
+train_demand = _train_command("demand", "Demand: units per store × SKU × day, 28 days ahead, with P10/P90.")
+train_matching = _train_command(
+    "matching", "Matching: candidates from seven sources, a LambdaRank ranker, audiences for new products.")
+train_location = _train_command(
+    "location", "Location: store revenue from site features; spatial CV; the site recommender's snapshot.")
 
 
 @cli.group()

@@ -65,3 +65,15 @@ def chain_lake(ray_session, tmp_path_factory) -> Lake:
     merged = merge.main(merge.MergeConfig(), lake)
     assert merged.exit_code == 0, merged.failed
     return lake
+
+
+@pytest.fixture(scope="session")
+def small_lake(ray_session, tmp_path_factory) -> Lake:
+    """The small lake (seed 42), generated and merged once for the quality tests (about 100 s).
+    Read-only."""
+    from jobs import generate, merge
+
+    lake = Lake(tmp_path_factory.mktemp("small") / "lake")
+    generate.main(generate.GenerateConfig(scale="small", seed=42), lake)
+    assert merge.main(merge.MergeConfig(), lake).exit_code == 0
+    return lake

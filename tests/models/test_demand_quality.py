@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import generate, merge
 from jobs.train_demand import REPO, read_demand_data
-from lake.store import Lake
 from models.demand.config import DemandConfig
 from models.demand.evaluate import evaluate
 
 
 @pytest.mark.heavy
-def test_quality_bars_on_the_small_lake(ray_session, tmp_path_factory):
-    lake = Lake(tmp_path_factory.mktemp("small") / "lake")
-    generate.main(generate.GenerateConfig(scale="small", seed=42), lake)
-    assert merge.main(merge.MergeConfig(), lake).exit_code == 0
-    data, truth = read_demand_data(lake)
+def test_quality_bars_on_the_small_lake(small_lake):
+    data, truth = read_demand_data(small_lake)
     evaluation, _ = evaluate(data, DemandConfig.from_yaml(REPO / "configs" / "demand.yaml"), truth)
     m = evaluation.metrics
     assert m["wrmsse"] <= 0.75 * m["wrmsse_seasonal_naive"], m

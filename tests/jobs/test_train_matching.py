@@ -1,0 +1,59 @@
+"""`quanyu train matching` end to end on the tiny lake: an MLflow run with the issue's metric
+keys, the NDCG-by-activity plot and dataset inputs; a registered version with the alias
+`candidate` that mlflow.pyfunc loads and that answers like the recommender it wraps."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.jobs.test_cli import run
+
+KEYS = ("ndcg_at_10", "ndcg_at_10_popularity", "ndcg_at_10_segment_popularity", "ndcg_at_10_oracle",
+        "recall_at_10", "candidate_recall")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_lake, ray_session, tmp_path_factory):
+    home = tmp_path_factory.mktemp("quanyu-home")
+    config = home / "matching.yaml"
+    config.write_text("training: {num_boost_round: 30, max_members: 600}\nevaluation: {max_members: 600}\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANYU_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with pytest.raises(SystemExit) as done:
+            from jobs.cli import main
+
+            main(["train", "matching", "--lake", str(tiny_lake.root), "--config", str(config)])
+    assert done.value.code == 0
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def test_run_logs_the_issue_keys_the_plot_and_inputs(trained):
+    client = MlflowClient(trained)
+    version = client.get_model_version_by_alias("quanyu-matching", "candidate")
+    run = client.get_run(version.run_id)
+    assert set(KEYS) <= set(run.data.metrics)
+    assert run.data.metrics["ndcg_at_10"] > run.data.metrics["ndcg_at_10_popularity"]
+    assert run.data.tags["family"] == "matching"
+    assert {a.path for a in client.list_artifacts(version.run_id, "plots")} == {"plots/ndcg_by_activity.png"}
+    assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == ["interactions", "members", "products"]
+
+
+def test_the_registered_version_answers_like_its_recommender(trained):
+    model = mlflow.pyfunc.load_model("models:/quanyu-matching@candidate")
+    recommender = model.unwrap_python_model().recommender
+    member = recommender.state.members["member_id"].iat[3]
+    got = model.predict(pd.DataFrame({"member_id": [member], "channel": ["offline"], "k": [6]}))
+    expected = recommender.recommend(member, 6, "offline")
+    assert got["sku_id"].tolist() == [i["sku_id"] for i in expected.items]
+    assert got["rank"].tolist() == list(range(1, 7))
+
+
+def test_train_matching_on_an_unmerged_lake_says_what_to_do(tmp_path, capsys):
+    code, out = run(["train", "matching", "--lake", str(tmp_path / "empty")], capsys)
+    assert code != 0 and "run quanyu data merge first" in out and "Traceback" not in out
