@@ -26,10 +26,11 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 # the peers of the benchmarks need pandas < 3 (statsforecast, in `bench demand`) or a geopandas
-# stack (spopt, in `bench location`): they get their own environment
+# stack (spopt, in `bench location`) or compiled extras (implicit, in `bench matching`): they get
+# their own environment
 .venv-peers/bin/python:
 	$(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/pip install --quiet statsforecast==2.1.1 spopt==0.7.0 pulp==3.3.2 pyarrow
+	.venv-peers/bin/pip install --quiet statsforecast==2.1.1 spopt==0.7.0 pulp==3.3.2 implicit==0.7.3 pyarrow
 
 # the lake the location family learns from: 30 cities x 20 stores (about 90 s)
 CHAIN_LAKE := $(QUANYU_HOME)/bench/chain/lake
@@ -40,6 +41,7 @@ $(CHAIN_LAKE)/curated/store_performance: | $(VENV)/.installed
 bench: $(VENV)/.installed-dev .venv-peers/bin/python $(CHAIN_LAKE)/curated/store_performance
 	$(BIN)/quanyu bench lake --scales small,medium
 	$(BIN)/quanyu bench demand --lake $(QUANYU_HOME)/bench/small/lake
+	$(BIN)/quanyu bench matching --lake $(QUANYU_HOME)/bench/small/lake
 	$(BIN)/quanyu bench location --lake $(CHAIN_LAKE)
 
 clean:

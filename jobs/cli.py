@@ -372,6 +372,21 @@ def bench_demand(ctx, lake, out) -> None:
     demand_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "demand", config)
 
 
+@bench.command("matching")
+@lake_option
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/matching].")
+@click.pass_context
+def bench_matching(ctx, lake, out) -> None:
+    """Training cost, recommend() latency, accuracy next to implicit's ALS on the same split."""
+    from benchmarks import matching as matching_bench
+    from models.matching.model import MatchingConfig
+
+    runtime = _runtime(ctx, lake)
+    ensure_ray(runtime)
+    config, _ = _family_config("matching", MatchingConfig, None)
+    matching_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "matching", config)
+
+
 @bench.command("location")
 @lake_option
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/location].")
