@@ -243,6 +243,47 @@ train_location = _train_command(
     "location", "Location: store revenue from site features; spatial CV; the site recommender's snapshot.")
 
 
+@cli.group("serve", invoke_without_command=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the HTTP proxy listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--alias", default="champion", show_default=True, help="Registry alias every family follows.")
+@click.option("--poll-seconds", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+              help="How often each family checks its alias.")
+@click.option("--detach", is_flag=True, help="Run in the background; return once every family answers.")
+@click.pass_context
+def serve_cmd(ctx, host, port, alias, poll_seconds, detach) -> None:
+    """Serve the champions over HTTP (Ray Serve). `quanyu serve stop` stops a detached server."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from jobs import serve as job
+
+    runtime = _runtime(ctx, None)
+    if detach:
+        try:
+            info = job.detach(runtime, host, port, alias, poll_seconds)
+        except (RuntimeError, TimeoutError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"serving at {info['url']} (pid {info['pid']}, log {info['log']})")
+        for f in info["families"]:
+            click.echo(f"  {f['family']:<9} quanyu-{f['family']} v{f['version']} ({alias})")
+        if info["key"]:
+            click.echo(f"API key (kept in {runtime.home / 'api_key'}): {info['key']}")
+        return
+    try:
+        job.foreground(runtime, host, port, alias, poll_seconds, say=click.echo)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@serve_cmd.command("stop")
+@click.pass_context
+def serve_stop(ctx) -> None:
+    """Stop the server `quanyu serve --detach` started."""
+    from jobs import serve as job
+
+    click.echo(job.stop(_runtime(ctx, None)))
+
+
 @cli.group()
 def sites() -> None:
     """Site recommendations for the next stores (the location family's champion)."""

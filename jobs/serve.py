@@ -1,0 +1,172 @@
+"""`quanyu serve`: run the Serve application in the foreground, or detached in the background,
+and stop it.
+
+Foreground: a local Ray (or the cluster at RAY_ADDRESS), Serve's HTTP proxy on host:port, the
+application built by `serving.app.build`; Ctrl-C or SIGTERM shuts it down. `--detach` starts that
+same foreground server as a background process (its log in QUANYU_HOME/serve.log, its pid and URL
+in QUANYU_HOME/serve.json) and returns once every family answers; `quanyu serve stop` signals it.
+
+Keys: QUANYU_API_KEYS (and QUANYU_ADMIN_KEYS) when set; otherwise one key of each is created in
+QUANYU_HOME/api_key and QUANYU_HOME/admin_key (mode 0600) and reused on the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from jobs.runtime import Runtime, ensure_ray
+
+READY_TIMEOUT_S = 300
+
+
+def _key_file(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+def ensure_keys(home: Path) -> tuple[str | None, str | None]:
+    """Put keys in the environment the application is built from; return the ones created or
+    read from QUANYU_HOME (None where the environment already names keys)."""
+    user = admin = None
+    if not os.environ.get("QUANYU_API_KEYS", "").strip():
+        user = _key_file(home / "api_key")
+        os.environ["QUANYU_API_KEYS"] = user
+    if not os.environ.get("QUANYU_ADMIN_KEYS", "").strip():
+        admin = _key_file(home / "admin_key")
+        os.environ["QUANYU_ADMIN_KEYS"] = admin
+    return user, admin
+
+
+def families_ready(url: str, key: str) -> tuple[bool, list[dict]]:
+    try:
+        got = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    except requests.RequestException:
+        return False, []
+    if got.status_code != 200:
+        return False, []
+    families = got.json()["families"]
+    return all(f["version"] for f in families), families
+
+
+def wait_ready(url: str, key: str, timeout: float = READY_TIMEOUT_S, say=print) -> list[dict]:
+    """Wait until every family serves a version. Raises TimeoutError naming the families that do not."""
+    deadline = time.monotonic() + timeout
+    families: list[dict] = []
+    while time.monotonic() < deadline:
+        ok, families = families_ready(url, key)
+        if ok:
+            return families
+        time.sleep(1.0)
+    missing = [f"{f['family']} ({f['last_error'] or 'loading'})" for f in families if not f["version"]]
+    raise TimeoutError(f"not every family answered within {timeout:.0f} s: {', '.join(missing) or 'no answer at all'}")
+
+
+def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: float, say=print) -> None:
+    from ray import serve
+
+    from serving.app import build
+
+    user, _ = ensure_keys(runtime.home)
+    ensure_ray(runtime)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build({"tracking_uri": runtime.tracking_uri, "alias": alias, "poll_seconds": poll_seconds}),
+              name="quanyu", route_prefix="/", blocking=False)
+    url = f"http://{host}:{port}"
+    key = user or os.environ["QUANYU_API_KEYS"].split(",")[0].strip()
+    stopping = {"now": False}
+
+    def stop(*_):
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        families = wait_ready(url, key, say=say)
+        say(f"serving at {url} (OpenAPI at {url}/docs)")
+        for f in families:
+            say(f"  {f['family']:<9} quanyu-{f['family']} v{f['version']} ({alias})")
+        if user:
+            say(f"API key (kept in {runtime.home / 'api_key'}): {user}")
+        while not stopping["now"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        say("stopping …")
+        serve.shutdown()
+
+
+def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: float, say=print) -> dict:
+    """Start the foreground server as a background process and wait until every family answers."""
+    state = runtime.home / "serve.json"
+    if state.exists():
+        info = json.loads(state.read_text())
+        if _alive(info.get("pid")):
+            raise RuntimeError(f"Quanyu is already serving at {info['url']} (pid {info['pid']}); "
+                               f"quanyu serve stop first")
+    user, _ = ensure_keys(runtime.home)
+    runtime.home.mkdir(parents=True, exist_ok=True)
+    log = open(runtime.home / "serve.log", "ab")
+    command = [sys.executable, "-m", "jobs.cli", "serve", "--host", host, "--port", str(port), "--alias", alias,
+               "--poll-seconds", str(poll_seconds)]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                               env={**os.environ, "QUANYU_HOME": str(runtime.home)})
+    url = f"http://{host}:{port}"
+    info = {"pid": process.pid, "url": url, "log": str(runtime.home / "serve.log")}
+    state.write_text(json.dumps(info))
+    key = user or os.environ["QUANYU_API_KEYS"].split(",")[0].strip()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            state.unlink(missing_ok=True)
+            raise RuntimeError(f"the server stopped while starting (exit {process.returncode}); see {info['log']}")
+        ok, families = families_ready(url, key)
+        if ok:
+            return {**info, "families": families, "key": user}
+        time.sleep(1.0)
+    raise TimeoutError(f"the server did not answer for every family within {READY_TIMEOUT_S} s; see {info['log']}")
+
+
+def stop(runtime: Runtime, timeout: float = 60.0) -> str:
+    state = runtime.home / "serve.json"
+    if not state.exists():
+        return f"nothing to stop: no detached server recorded in {state}"
+    info = json.loads(state.read_text())
+    pid = info.get("pid")
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    state.unlink(missing_ok=True)
+    return f"stopped the server at {info['url']} (pid {pid})"
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True

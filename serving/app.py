@@ -1,0 +1,213 @@
+"""The Ray Serve application: one FastAPI ingress in front of one deployment per model family.
+
+    client ──HTTP──▶ Ingress (auth, validation, body limit) ──handle──▶ Family[demand|matching|location]
+
+Each Family replica follows `models:/quanyu-<family>@<alias>` (serving/families.py): it polls
+the registry, loads a moved alias beside the served version, smoke-tests it and swaps it in, so
+no request fails during a swap; a version that fails to load never replaces the one serving.
+
+`build(args)` is the application builder used by `quanyu serve` and by `serve deploy
+configs/serve.yaml` alike.
+"""
+
+# no `from __future__ import annotations`: FastAPI resolves the route annotations in the replica,
+# where Serve ships the ingress class by value and string annotations cannot be resolved
+
+import hashlib
+import hmac
+import logging
+import os
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serving import handlers, schemas
+from serving.families import FAMILIES, FamilyModel, Poller
+
+logger = logging.getLogger("quanyu.serving")
+MAX_BODY_BYTES = 1_000_000
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+class Family:
+    """One model family's served version, following its alias."""
+
+    def __init__(self, family: str, tracking_uri: str, alias: str = "champion", poll_seconds: float = 10.0) -> None:
+        self.family = family
+        self.model = FamilyModel(family, tracking_uri, alias)
+        self.model.check()
+        self.poller = Poller(self.model, poll_seconds).start()
+
+    def call(self, operation: str, request: dict) -> tuple[int, dict]:
+        loaded = self.model.current  # one read: a swap during this request does not affect it
+        if loaded is None:
+            return 503, {"detail": f"quanyu-{self.family} has no loaded version yet "
+                                   f"({self.model.last_error or 'still loading'}); retry shortly"}
+        try:
+            if operation == "invocations":
+                return handlers.invocations(loaded, request)
+            return handlers.ROUTES[(self.family, operation)](loaded, request)
+        except ValidationError as exc:
+            return 422, {"detail": exc.errors(include_url=False, include_context=False)}
+        except Exception:  # a bug, not the caller's fault: log it, say nothing internal
+            logger.exception("quanyu-%s %s failed", self.family, operation)
+            return 500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"}
+
+    def status(self) -> dict:
+        return self.model.status()
+
+    def reload(self) -> dict:
+        self.model.check()
+        return self.model.status()
+
+
+api = FastAPI(title="Quanyu", version="1", description=(
+    "Forecasts, recommendations, audiences and site recommendations from the champion of each model "
+    "family. Every /v1 endpoint needs `Authorization: Bearer <key>`."))
+_bearer = HTTPBearer(auto_error=False)
+_settings: dict[str, Any] = {"keys": set(), "admin_keys": set()}
+
+
+def _check(credentials: HTTPAuthorizationCredentials | None, digests: set[str]) -> None:
+    supplied = key_digest(credentials.credentials) if credentials else ""
+    # compare against every digest in constant time, whatever matches first
+    ok = False
+    for digest in digests:
+        ok |= hmac.compare_digest(supplied, digest)
+    if not ok:
+        raise _Unauthorized()
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+    _check(credentials, _settings["keys"] | _settings["admin_keys"])
+
+
+def require_admin(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+    _check(credentials, _settings["admin_keys"])
+
+
+@api.exception_handler(_Unauthorized)
+async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
+    return JSONResponse({"detail": "missing or invalid API key"}, status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+@api.middleware("http")
+async def _limits(request: Request, call_next):
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+    if request.method in ("POST", "PUT", "PATCH"):
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES:,} bytes"}, status_code=413)
+        request._body = body  # the route reads it again
+    try:
+        return await call_next(request)
+    except RecursionError:
+        return JSONResponse({"detail": "JSON nested too deeply"}, status_code=400)
+
+
+def _answer(result: tuple[int, dict]) -> JSONResponse:
+    status, body = result
+    return JSONResponse(body, status_code=status)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, demand: DeploymentHandle, matching: DeploymentHandle, location: DeploymentHandle,
+                 key_digests: list[str], admin_digests: list[str]) -> None:
+        self.families = {"demand": demand, "matching": matching, "location": location}
+        # through the module, not this function's globals: Serve ships this class by value, and
+        # the key checks (module functions) read the module's settings
+        import serving.app as module
+
+        module._settings["keys"] = set(key_digests)
+        module._settings["admin_keys"] = set(admin_digests)
+
+    @api.get("/healthz", include_in_schema=True)
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/v1/models", response_model=schemas.ModelsResponse, dependencies=[Depends(require_key)])
+    async def models(self) -> dict:
+        statuses = [await self.families[f].status.remote() for f in FAMILIES]
+        return {"families": statuses}
+
+    @api.post("/v1/demand/forecast", response_model=schemas.ForecastResponse, dependencies=[Depends(require_key)],
+              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+    async def forecast(self, request: schemas.ForecastRequest):
+        return _answer(await self.families["demand"].call.remote("forecast", request.model_dump(mode="json")))
+
+    @api.post("/v1/matching/recommend", response_model=schemas.RecommendResponse, dependencies=[Depends(require_key)],
+              responses={422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+    async def recommend(self, request: schemas.RecommendRequest):
+        return _answer(await self.families["matching"].call.remote("recommend", request.model_dump(mode="json")))
+
+    @api.post("/v1/matching/audience", response_model=schemas.AudienceResponse, dependencies=[Depends(require_key)],
+              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+    async def audience(self, request: schemas.AudienceRequest):
+        return _answer(await self.families["matching"].call.remote("audience", request.model_dump(mode="json")))
+
+    @api.post("/v1/location/recommend", response_model=schemas.SitesResponse, dependencies=[Depends(require_key)],
+              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+    async def sites(self, request: schemas.SitesRequest):
+        return _answer(await self.families["location"].call.remote("recommend", request.model_dump(mode="json")))
+
+    @api.post("/v1/{family}/invocations", dependencies=[Depends(require_key)],
+              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}})
+    async def invocations(self, family: str, payload: dict[str, Any]):
+        if family not in FAMILIES:
+            return JSONResponse({"detail": f"unknown family {family[:40]!r}; one of {', '.join(FAMILIES)}"},
+                                status_code=404)
+        return _answer(await self.families[family].call.remote("invocations", payload))
+
+    @api.post("/v1/admin/reload", response_model=schemas.ModelsResponse, dependencies=[Depends(require_admin)])
+    async def reload(self) -> dict:
+        return {"families": [await self.families[f].reload.remote() for f in FAMILIES]}
+
+
+def api_keys(environ: dict | None = None) -> tuple[list[str], list[str]]:
+    """Digests of the API keys (QUANYU_API_KEYS) and admin keys (QUANYU_ADMIN_KEYS), comma-separated."""
+    env = os.environ if environ is None else environ
+    keys = [k.strip() for k in env.get("QUANYU_API_KEYS", "").split(",") if k.strip()]
+    admin = [k.strip() for k in env.get("QUANYU_ADMIN_KEYS", "").split(",") if k.strip()]
+    return [key_digest(k) for k in keys], [key_digest(k) for k in admin]
+
+
+def build(args: dict) -> serve.Application:
+    """The application. args: tracking_uri, alias (champion), poll_seconds (10); keys come from
+    QUANYU_API_KEYS / QUANYU_ADMIN_KEYS in the environment of whoever builds it."""
+    tracking_uri = args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ValueError("serving needs a tracking_uri (argument or MLFLOW_TRACKING_URI)")
+    alias = args.get("alias", "champion")
+    poll = float(args.get("poll_seconds", 10.0))
+    keys, admin = api_keys()
+    if not keys and not admin:
+        raise ValueError("no API key: set QUANYU_API_KEYS (comma-separated); quanyu serve creates one for you")
+    family = {f: Family.options(name=f"Family-{f}").bind(f, tracking_uri, alias, poll) for f in FAMILIES}
+    return Ingress.bind(family["demand"], family["matching"], family["location"], keys, admin)

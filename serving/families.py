@@ -1,0 +1,178 @@
+"""What one family's deployment holds: the served version of `models:/quanyu-<family>@champion`
+(or another alias), and how it moves to a new one without dropping a request.
+
+`FamilyModel.check()` asks the registry where the alias points. When it moved, the new version is
+loaded beside the old one, smoke-tested on a request the family knows how to make, and only then
+swapped in (one assignment: requests in flight finish on the object they started with). If the
+load or the smoke test fails, the old version keeps serving and `last_error` says why. This class
+knows nothing about Ray Serve, so it is tested on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+FAMILIES = ("demand", "matching", "location")
+HEADLINE = {
+    "demand": ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_oracle", "wape", "interval_coverage_p10_p90"),
+    "matching": ("ndcg_at_10", "ndcg_at_10_popularity", "recall_at_10", "candidate_recall"),
+    "location": ("spearman", "spearman_population_baseline", "spearman_oracle", "ndcg_at_10"),
+}
+
+
+@dataclass
+class Loaded:
+    """One loaded version: the pyfunc model and the family's predictor inside it."""
+
+    version: str
+    pyfunc: Any
+    predictor: Any
+    loaded_at: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+def predictor_of(family: str, pyfunc) -> Any:
+    """The family's predictor object inside a loaded pyfunc (forecaster, recommender, …)."""
+    inner = pyfunc.unwrap_python_model()
+    return {"demand": lambda: inner.forecaster, "matching": lambda: inner.recommender,
+            "location": lambda: inner.recommender}[family]()
+
+
+def smoke_test(family: str, predictor) -> None:
+    """One real request against a freshly loaded predictor. Raises when it cannot answer."""
+    if family == "demand":
+        series = predictor.panel_.series
+        store, sku = series["store_id"].iat[0], series["sku_id"].iat[0]
+        out = predictor.forecast(store, [sku], 2)
+        if len(out) != 2 or not (out["p50"] >= 0).all() or out[["p10", "p50", "p90"]].isna().any().any():
+            raise ValueError("smoke test: the forecast has missing or negative values")
+    elif family == "matching":
+        member = predictor.state.members["member_id"].iat[0]
+        if not predictor.recommend(member, 3).items:
+            raise ValueError("smoke test: no recommendation")
+    elif family == "location":
+        city = predictor.cities[0]
+        if not predictor.recommend(city, 1).picks:
+            raise ValueError("smoke test: no site")
+    else:
+        raise ValueError(f"unknown family {family!r}")
+
+
+class FamilyModel:
+    """The served version of one family, following an alias in the MLflow registry."""
+
+    def __init__(self, family: str, tracking_uri: str, alias: str = "champion",
+                 loader: Callable[[str], Any] | None = None) -> None:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; one of {', '.join(FAMILIES)}")
+        self.family = family
+        self.tracking_uri = tracking_uri
+        self.alias = alias
+        self.current: Loaded | None = None
+        self.last_error: str | None = None
+        self.last_check: str | None = None
+        self._lock = threading.Lock()
+        self._loader = loader
+
+    @property
+    def name(self) -> str:
+        return f"quanyu-{self.family}"
+
+    def _client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    def _load(self, version: str) -> Loaded:
+        import mlflow
+
+        uri = f"models:/{self.name}/{version}"
+        if self._loader is not None:
+            pyfunc = self._loader(uri)
+        else:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            pyfunc = mlflow.pyfunc.load_model(uri)
+        predictor = predictor_of(self.family, pyfunc)
+        smoke_test(self.family, predictor)
+        info = self._client().get_model_version(self.name, version)
+        metrics: dict[str, float] = {}
+        try:
+            run = self._client().get_run(info.run_id)
+            metrics = {k: run.data.metrics[k] for k in HEADLINE[self.family] if k in run.data.metrics}
+        except Exception:  # a run deleted from the store: serve the model, show no metrics
+            pass
+        return Loaded(version=str(version), pyfunc=pyfunc, predictor=predictor,
+                      loaded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), metrics=metrics,
+                      run_id=info.run_id)
+
+    def check(self) -> bool:
+        """Follow the alias: load, smoke-test and swap in a new version. True when it swapped.
+        Never raises: a failure is kept in `last_error` and the served version stays."""
+        with self._lock:
+            self.last_check = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            try:
+                version = str(self._client().get_model_version_by_alias(self.name, self.alias).version)
+            except Exception as exc:  # no alias yet, or the tracking store is down
+                self.last_error = f"cannot read {self.name}@{self.alias}: {_first_line(exc)}"
+                return False
+            if self.current is not None and self.current.version == version:
+                if self.last_error and self.last_error.startswith("cannot read"):
+                    self.last_error = None  # the store is back
+                return False
+            try:
+                loaded = self._load(version)
+            except Exception as exc:
+                self.last_error = f"version {version} refused: {_first_line(exc)}"
+                return False
+            self.current = loaded  # the swap: one reference assignment
+            self.last_error = None
+            return True
+
+    def status(self) -> dict:
+        c = self.current
+        return {"family": self.family, "alias": self.alias, "version": c.version if c else None,
+                "loaded_at": c.loaded_at if c else None, "metrics": c.metrics if c else {},
+                "last_check": self.last_check, "last_error": self.last_error}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc) or type(exc).__name__
+    return text.strip().splitlines()[0][:300]
+
+
+class Poller:
+    """Calls `check()` every `interval` seconds in a daemon thread, backing off (×2, up to
+    `max_interval`) while the registry cannot be read."""
+
+    def __init__(self, model: FamilyModel, interval: float, max_interval: float = 60.0) -> None:
+        self.model, self.interval, self.max_interval = model, interval, max_interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"reload-{model.family}", daemon=True)
+
+    def start(self) -> "Poller":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        wait = self.interval
+        while not self._stop.wait(wait):
+            self.model.check()
+            failing = bool(self.model.last_error and self.model.last_error.startswith("cannot read"))
+            wait = min(wait * 2, self.max_interval) if failing else self.interval
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()

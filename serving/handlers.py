@@ -1,0 +1,114 @@
+"""What each endpoint does with a validated request and a loaded version: plain functions, shared
+by the Serve deployments, the bare-FastAPI benchmark peer and the tests. Each returns
+(HTTP status, JSON body); a request the model cannot answer is a 4xx with a message, never a 500."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+
+from serving import schemas
+from serving.families import Loaded
+
+Answer = tuple[int, dict]
+
+
+def _problem(status: int, detail: str) -> Answer:
+    return status, {"detail": detail}
+
+
+def forecast(loaded: Loaded, request: dict) -> Answer:
+    req = schemas.ForecastRequest.model_validate(request)
+    forecaster = loaded.predictor
+    try:
+        frame = forecaster.forecast(req.store_id, list(dict.fromkeys(req.sku_ids)), req.horizon_days,
+                                    req.what_if.model_dump(exclude_none=True) if req.what_if else None)
+    except KeyError as exc:
+        return _problem(404, str(exc.args[0]) if exc.args else "unknown store or SKU")
+    except ValueError as exc:
+        return _problem(422, str(exc))
+    forecasts = []
+    for sku, rows in frame.groupby("sku_id", sort=False):
+        forecasts.append({"sku_id": sku, "days": [
+            {"date": d.isoformat(), "p10": round(float(a), 4), "p50": round(float(b), 4), "p90": round(float(c), 4)}
+            for d, a, b, c in zip(rows["dt"], rows["p10"], rows["p50"], rows["p90"])]})
+    return 200, {"model_version": loaded.version, "store_id": req.store_id, "origin": forecaster.origin_.isoformat(),
+                 "forecasts": forecasts}
+
+
+def recommend(loaded: Loaded, request: dict) -> Answer:
+    from models.matching.recommender import MatchingError
+
+    req = schemas.RecommendRequest.model_validate(request)
+    try:
+        answer = loaded.predictor.recommend(req.member_id, req.k, req.channel)
+    except MatchingError as exc:
+        return _problem(422, str(exc))
+    items = [{"sku_id": i["sku_id"], "score": i["score"]} for i in answer.items]
+    return 200, {"model_version": loaded.version, "member_id": req.member_id, "items": items,
+                 "fallback": answer.fallback is not None, "fallback_reason": answer.fallback}
+
+
+def audience(loaded: Loaded, request: dict) -> Answer:
+    from models.matching.recommender import MatchingError
+
+    req = schemas.AudienceRequest.model_validate(request)
+    attributes = req.attributes.model_dump(exclude_none=True) if req.attributes else None
+    try:
+        answer = loaded.predictor.audience(req.k, sku_id=req.sku_id, attributes=attributes)
+    except MatchingError as exc:
+        status = 404 if "unknown sku_id" in str(exc) else 422
+        return _problem(status, str(exc))
+    except ValueError as exc:
+        return _problem(422, str(exc))
+    return 200, {"model_version": loaded.version, "sku_id": req.sku_id, "new_product": answer.new_product,
+                 "members": answer.members, "segments": answer.segments, "notes": answer.notes}
+
+
+def sites(loaded: Loaded, request: dict) -> Answer:
+    from models.location.recommender import InfeasibleRequest, RecommendError, UnknownCity
+
+    req = schemas.SitesRequest.model_validate(request)
+    try:
+        result = loaded.predictor.recommend(req.city, req.k, min_distance_km=req.min_distance_km,
+                                            max_rent=req.max_rent, exclude=req.exclude, include=req.include,
+                                            objective=req.objective)
+    except UnknownCity as exc:
+        return _problem(404, str(exc))
+    except InfeasibleRequest as exc:
+        return _problem(422, str(exc))
+    except RecommendError as exc:
+        return _problem(422, str(exc))
+    body = result.as_dict()
+    body.pop("seconds", None)
+    return 200, {"model_version": loaded.version, "data_date": loaded.predictor.meta.get("data_date"), **body}
+
+
+def invocations(loaded: Loaded, payload: dict) -> Answer:
+    """MLflow's scoring protocol on feature rows: the same parsing `mlflow models serve` does, the
+    same answer `mlflow.pyfunc.load_model(...).predict` gives, as {"predictions": …}."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data, predictions_to_json
+
+    keys = {"dataframe_split", "dataframe_records", "instances", "inputs"} & set(payload)
+    if len(keys) != 1:
+        return _problem(422, "the body needs exactly one of dataframe_split, dataframe_records, instances, inputs")
+    try:
+        data = infer_and_parse_data({k: payload[k] for k in keys}, loaded.pyfunc.metadata.get_input_schema())
+        if not isinstance(data, pd.DataFrame):
+            data = pd.DataFrame(data)
+        if len(data) > 10_000:
+            return _problem(413, "at most 10,000 rows per request")
+        predictions = loaded.pyfunc.predict(data)
+    except (MlflowException, ValueError, KeyError, TypeError) as exc:
+        return _problem(422, f"cannot score these rows: {str(getattr(exc, 'message', exc)).splitlines()[0][:300]}")
+    out = io.StringIO()
+    predictions_to_json(predictions, out)
+    body = json.loads(out.getvalue())
+    return 200, {"model_version": loaded.version, **body}
+
+
+ROUTES = {("demand", "forecast"): forecast, ("matching", "recommend"): recommend,
+          ("matching", "audience"): audience, ("location", "recommend"): sites}

@@ -1,0 +1,175 @@
+"""Request and response models of the HTTP API. Strict: unknown fields, NaN / Infinity, ids with
+control or path characters and out-of-range numbers are refused with a 422 that says which field
+and why, before any model sees them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# ids as the lake's contract allows them: printable, no path separators, bounded length
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
+City = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f/\\]+$")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WhatIf(Strict):
+    price: Annotated[Finite, Field(gt=0, le=1e6, description="CNY per unit, replaces the list price")] | None = None
+    discount: Annotated[Finite, Field(ge=0, le=0.9, description="fraction off")] | None = None
+    promo: bool | None = Field(None, description="true: at least the typical 20 % promotion; false: none")
+
+
+class ForecastRequest(Strict):
+    store_id: Id
+    sku_ids: list[Id] = Field(min_length=1, max_length=200)
+    horizon_days: int = Field(28, ge=1, le=28)
+    what_if: WhatIf | None = None
+
+
+class ForecastDay(BaseModel):
+    date: dt.date
+    p10: float
+    p50: float
+    p90: float
+
+
+class SkuForecast(BaseModel):
+    sku_id: str
+    days: list[ForecastDay]
+
+
+class ForecastResponse(BaseModel):
+    model_version: str
+    store_id: str
+    origin: dt.date
+    forecasts: list[SkuForecast]
+
+
+class RecommendRequest(Strict):
+    member_id: Id
+    k: int = Field(10, ge=1, le=100)
+    channel: Literal["online", "offline"] | None = None
+
+
+class ScoredItem(BaseModel):
+    sku_id: str
+    score: float | None
+
+
+class RecommendResponse(BaseModel):
+    model_version: str
+    member_id: str
+    items: list[ScoredItem]
+    fallback: bool
+    fallback_reason: str | None = Field(None, description="segment_popularity or global_popularity")
+
+
+class NewProduct(Strict):
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    list_price: Annotated[Finite, Field(gt=0, le=1e6)] | None = None
+    price_band: Literal["entry", "core", "premium"] | None = None
+    style: Annotated[str, StringConstraints(max_length=64)] | None = None
+    channel_availability: Literal["both", "online_only", "offline_only"] | None = None
+
+    @model_validator(mode="after")
+    def _price(self) -> "NewProduct":
+        if self.list_price is None and self.price_band is None:
+            raise ValueError("give the new product's list_price or price_band")
+        return self
+
+
+class AudienceRequest(Strict):
+    sku_id: Id | None = None
+    attributes: NewProduct | None = None
+    k: int = Field(100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _one(self) -> "AudienceRequest":
+        if (self.sku_id is None) == (self.attributes is None):
+            raise ValueError("give either sku_id or attributes of a new product, not both")
+        return self
+
+
+class AudienceMember(BaseModel):
+    member_id: str
+    score: float
+    segment: str
+
+
+class AudienceSegment(BaseModel):
+    segment: str
+    mean_score: float
+    members: int
+
+
+class AudienceResponse(BaseModel):
+    model_version: str
+    sku_id: str | None
+    new_product: bool
+    members: list[AudienceMember]
+    segments: list[AudienceSegment]
+    notes: list[str] = []
+
+
+class SitesRequest(Strict):
+    city: City
+    k: int = Field(5, ge=1, le=50)
+    min_distance_km: Annotated[Finite, Field(ge=0, le=100)] | None = None
+    max_rent: Annotated[Finite, Field(ge=0, le=1e6)] | None = None
+    exclude: list[Id] = Field(default_factory=list, max_length=5000)
+    include: list[Id] = Field(default_factory=list, max_length=50)
+    objective: Literal["net_gain", "coverage"] = "net_gain"
+
+
+class SitePick(BaseModel):
+    rank: int
+    site_id: str
+    lat: float
+    lon: float
+    predicted_revenue: float
+    cannibalisation: float
+    net_gain: float
+    rent_per_sqm_month: float
+    population: float
+    covered_population: float | None = None
+    forced: bool
+    reasons: list[str]
+
+
+class SitesResponse(BaseModel):
+    model_version: str
+    data_date: str | None
+    city: str
+    k: int
+    objective: str
+    picks: list[SitePick]
+    total_net_gain: float
+    covered_population: float | None
+    candidates: int
+    feasible: int
+
+
+class FamilyStatus(BaseModel):
+    family: str
+    alias: str
+    version: str | None
+    loaded_at: str | None
+    metrics: dict[str, float]
+    last_check: str | None
+    last_error: str | None
+
+
+class ModelsResponse(BaseModel):
+    families: list[FamilyStatus]
+
+
+class Problem(BaseModel):
+    """Every 4xx / 5xx body."""
+
+    detail: Any

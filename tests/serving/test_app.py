@@ -1,0 +1,271 @@
+"""The Serve application, running for real on the session's Ray: every endpoint over HTTP, keys,
+bad input, a version swap under concurrent requests with zero failures, and a version that fails
+to load while the old one keeps serving."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from jobs import train_demand, train_location, train_matching
+from models.location.config import LocationConfig
+from models.registry import set_alias
+from serving.families import wait_until
+from tests.models.test_demand import FAST as DEMAND_FAST
+from tests.models.test_matching import FAST as MATCHING_FAST
+
+KEY, ADMIN = "test-key-0123456789", "admin-key-9876543210"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(tiny_lake, ray_session, tmp_path_factory):
+    """All three families trained on the tiny lake, each version 1 promoted to champion."""
+    home = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    artifacts = str(home / "mlartifacts")
+    runs = {"demand": train_demand.main(DEMAND_FAST, tiny_lake, uri, artifact_root=artifacts),
+            "matching": train_matching.main(MATCHING_FAST, tiny_lake, uri, artifact_root=artifacts),
+            "location": train_location.main(LocationConfig(), tiny_lake, uri, artifact_root=artifacts)}
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    for family in runs:
+        set_alias(family, 1, "champion", client)
+    return uri, runs
+
+
+@pytest.fixture(scope="module")
+def server(registry):
+    from ray import serve
+
+    from serving.app import build
+
+    uri, runs = registry
+    port = _free_port()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANYU_API_KEYS", KEY)
+        patch.setenv("QUANYU_ADMIN_KEYS", ADMIN)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build({"tracking_uri": uri, "poll_seconds": 0.5}), name="quanyu", route_prefix="/", blocking=False)
+    base = f"http://127.0.0.1:{port}"
+
+    last: list = []
+
+    def ready() -> bool:
+        try:
+            got = requests.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
+            last[:] = [got.status_code, got.text[:2000]]
+            return got.status_code == 200 and all(f["version"] for f in got.json()["families"])
+        except requests.RequestException as exc:
+            last[:] = [repr(exc)]
+            return False
+
+    assert wait_until(ready, 180, 1.0), f"the Serve app did not come up: {last}"
+    yield base, uri, runs
+    serve.delete("quanyu")
+    serve.shutdown()
+
+
+def post(base: str, path: str, body, key: str | None = KEY, **kwargs) -> requests.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if isinstance(body, (bytes, str)):
+        return requests.post(f"{base}{path}", data=body, headers={**headers, "Content-Type": "application/json"},
+                             timeout=30, **kwargs)
+    return requests.post(f"{base}{path}", json=body, headers=headers, timeout=30, **kwargs)
+
+
+def test_health_is_open_and_everything_else_needs_a_key(server):
+    base, _, _ = server
+    assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
+        got = requests.get(f"{base}/v1/models", headers=headers, timeout=5)
+        assert got.status_code == 401 and got.json() == {"detail": "missing or invalid API key"}
+    assert post(base, "/v1/matching/recommend", {"member_id": "x"}, key="nope").status_code == 401
+    assert post(base, "/v1/admin/reload", {}, key=KEY).status_code == 401  # a user key is not an admin key
+    assert post(base, "/v1/admin/reload", {}, key=ADMIN).status_code == 200
+
+
+def test_models_lists_each_family_s_version_and_metrics(server):
+    base, _, _ = server
+    got = requests.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).json()
+    families = {f["family"]: f for f in got["families"]}
+    assert set(families) == {"demand", "matching", "location"}
+    assert families["demand"]["alias"] == "champion" and families["demand"]["loaded_at"]
+    assert "wrmsse" in families["demand"]["metrics"] and "ndcg_at_10" in families["matching"]["metrics"]
+    schema = requests.get(f"{base}/openapi.json", timeout=5)
+    assert schema.status_code == 200, schema.text[:3000]
+    schema = schema.json()
+    assert {"/v1/demand/forecast", "/v1/matching/recommend", "/v1/matching/audience", "/v1/location/recommend",
+            "/v1/{family}/invocations", "/v1/models", "/healthz"} <= set(schema["paths"])
+    assert requests.get(f"{base}/docs", timeout=5).status_code == 200
+
+
+def _a_series(uri):
+    model = mlflow.pyfunc.load_model("models:/quanyu-demand@champion")
+    series = model.unwrap_python_model().forecaster.panel_.series
+    return model, series["store_id"].iat[0], series[series["store_id"] == series["store_id"].iat[0]]["sku_id"].head(3).tolist()
+
+
+def test_demand_forecast_and_its_errors(server):
+    base, uri, _ = server
+    _, store, skus = _a_series(uri)
+    got = post(base, "/v1/demand/forecast", {"store_id": store, "sku_ids": skus, "horizon_days": 7})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["model_version"] == "1" and [f["sku_id"] for f in body["forecasts"]] == skus
+    for f in body["forecasts"]:
+        assert len(f["days"]) == 7 and all(d["p10"] <= d["p50"] <= d["p90"] for d in f["days"])
+    cheaper = post(base, "/v1/demand/forecast", {"store_id": store, "sku_ids": skus[:1], "horizon_days": 7,
+                                                 "what_if": {"discount": 0.5}}).json()
+    assert sum(d["p50"] for d in cheaper["forecasts"][0]["days"]) >= sum(d["p50"] for d in body["forecasts"][0]["days"])
+    cases = [({"store_id": "NOPE-1", "sku_ids": skus}, 404, "unknown store_id"),
+             ({"store_id": store, "sku_ids": ["XX-000000"]}, 404, "unknown sku_id"),
+             ({"store_id": store, "sku_ids": skus, "horizon_days": 29}, 422, "less than or equal to 28"),
+             ({"store_id": store}, 422, "Field required"),
+             ({"store_id": store, "sku_ids": skus, "colour": "red"}, 422, "Extra inputs are not permitted"),
+             ({"store_id": "../../etc/passwd", "sku_ids": skus}, 422, "should match pattern"),
+             ({"store_id": store, "sku_ids": skus, "what_if": {"price": -3}}, 422, "greater than 0")]
+    for body_, status, message in cases:
+        got = post(base, "/v1/demand/forecast", body_)
+        assert got.status_code == status and message in got.text, (body_, got.status_code, got.text)
+    nan = post(base, "/v1/demand/forecast", '{"store_id": "%s", "sku_ids": ["%s"], "what_if": {"price": NaN}}' % (store, skus[0]))
+    assert nan.status_code == 422 and "finite" in nan.text
+    assert post(base, "/v1/demand/forecast", b'{"store_id": ').status_code == 422
+    big = post(base, "/v1/demand/forecast", b'{"pad": "' + b"x" * 1_100_000 + b'"}')
+    assert big.status_code == 413 and "over 1,000,000 bytes" in big.text
+
+
+def test_matching_recommend_and_audience(server):
+    base, _, _ = server
+    recommender = mlflow.pyfunc.load_model("models:/quanyu-matching@champion").unwrap_python_model().recommender
+    member = recommender.state.members["member_id"].iat[0]
+    got = post(base, "/v1/matching/recommend", {"member_id": member, "k": 5, "channel": "online"}).json()
+    assert got["model_version"] == "1" and len(got["items"]) == 5
+    assert [i["sku_id"] for i in got["items"]] == [i["sku_id"] for i in recommender.recommend(member, 5, "online").items]
+    unknown = post(base, "/v1/matching/recommend", {"member_id": "Mnobody", "k": 3}).json()
+    assert unknown["fallback"] is True and unknown["fallback_reason"] == "global_popularity"
+    assert post(base, "/v1/matching/recommend", {"member_id": member, "k": 0}).status_code == 422
+    assert post(base, "/v1/matching/recommend", {"member_id": member, "channel": "fax"}).status_code == 422
+    sku = recommender.state.items["sku_id"].iat[0]
+    audience = post(base, "/v1/matching/audience", {"sku_id": sku, "k": 10}).json()
+    assert len(audience["members"]) == 10 and audience["segments"] and audience["new_product"] is False
+    new = post(base, "/v1/matching/audience", {"attributes": {"category": recommender.state.categories[0],
+                                                              "price_band": "core"}, "k": 5}).json()
+    assert new["new_product"] is True and len(new["members"]) == 5
+    assert post(base, "/v1/matching/audience", {"sku_id": "ZZ-1", "k": 5}).status_code == 404
+    both = post(base, "/v1/matching/audience", {"sku_id": sku, "attributes": {"category": "x", "list_price": 3}})
+    assert both.status_code == 422 and "either sku_id or attributes" in both.text
+
+
+def test_location_recommend_and_its_errors(server):
+    base, _, _ = server
+    got = post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 3, "min_distance_km": 0.5})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["model_version"] == "1" and [p["rank"] for p in body["picks"]] == [1, 2, 3]
+    assert all(len(p["reasons"]) == 3 for p in body["picks"])
+    missing = post(base, "/v1/location/recommend", {"city": "Atlantis", "k": 3})
+    assert missing.status_code == 404 and "unknown city" in missing.text
+    impossible = post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 3, "max_rent": 0})
+    assert impossible.status_code == 422 and "satisfy the constraints" in impossible.text
+    assert post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 10_000}).status_code == 422
+
+
+def test_invocations_answer_what_the_pyfunc_answers(server):
+    base, uri, _ = server
+    model, store, skus = _a_series(uri)
+    origin = model.unwrap_python_model().forecaster.origin_
+    rows = pd.DataFrame({"store_id": store, "sku_id": skus, "dt": str(origin + pd.Timedelta(days=1))})
+    expected = model.predict(rows)
+    got = post(base, "/v1/demand/invocations", {"dataframe_records": rows.to_dict("records")})
+    assert got.status_code == 200, got.text
+    assert [r["p50"] for r in got.json()["predictions"]] == pytest.approx(expected["p50"].tolist())
+    split = post(base, "/v1/demand/invocations", {"dataframe_split": rows.to_dict("split")})
+    assert [r["p50"] for r in split.json()["predictions"]] == pytest.approx(expected["p50"].tolist())
+    location = mlflow.pyfunc.load_model("models:/quanyu-location@champion")
+    site_ids = location.unwrap_python_model().recommender.sites["site_id"].head(3).tolist()
+    sites = post(base, "/v1/location/invocations", {"inputs": {"site_id": site_ids}})
+    assert [r["predicted_revenue"] for r in sites.json()["predictions"]] == pytest.approx(
+        location.predict(pd.DataFrame({"site_id": site_ids}))["predicted_revenue"].tolist())
+    assert post(base, "/v1/demand/invocations", {"rows": []}).status_code == 422
+    assert post(base, "/v1/demand/invocations", {"dataframe_records": [{"x": 1}]}).status_code == 422
+    assert post(base, "/v1/weather/invocations", {"inputs": {}}).status_code == 404
+
+
+def test_a_new_champion_is_swapped_in_under_load_without_a_failed_request(server):
+    base, uri, runs = server
+    client = MlflowClient(uri)
+    first = client.get_model_version("quanyu-location", "1")  # the same model, registered again
+    version = client.create_model_version("quanyu-location", first.source, run_id=first.run_id).version
+    failures, versions, stop = [], [], threading.Event()
+
+    def fire():
+        while not stop.is_set():
+            try:
+                got = post(base, "/v1/location/recommend", {"city": "Beijing", "k": 2})
+                if got.status_code != 200:
+                    failures.append(got.status_code)
+                else:
+                    versions.append(got.json()["model_version"])
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=fire) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    set_alias("location", version, "champion", client)
+    swapped = wait_until(lambda: bool(versions) and versions[-1] == str(version), 60)
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert swapped, versions[-5:]
+    assert failures == [] and len(versions) > 20
+    assert versions[0] == "1" and versions[-1] == str(version)
+
+
+class Broken(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        raise RuntimeError("this version cannot load: the artifact is corrupt")
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_a_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(server):
+    base, uri, _ = server
+    client = MlflowClient(uri)
+    serving_now = requests.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEY}"},
+                               timeout=5).json()["families"]
+    before = next(f["version"] for f in serving_now if f["family"] == "matching")
+    with mlflow.start_run(experiment_id=client.get_experiment_by_name("quanyu-matching").experiment_id):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Broken(), registered_model_name="quanyu-matching")
+    set_alias("matching", info.registered_model_version, "champion", client)
+
+    def refused() -> bool:
+        got = requests.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).json()
+        matching = next(f for f in got["families"] if f["family"] == "matching")
+        return bool(matching["last_error"]) and "refused" in matching["last_error"]
+
+    assert wait_until(refused, 60)
+    got = requests.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).json()
+    matching = next(f for f in got["families"] if f["family"] == "matching")
+    assert matching["version"] == before and "cannot load" in matching["last_error"]
+    member = "Mnobody"
+    answer = post(base, "/v1/matching/recommend", {"member_id": member, "k": 2})
+    assert answer.status_code == 200 and answer.json()["model_version"] == before
+    set_alias("matching", before, "champion", client)  # put it back for any later test
