@@ -269,3 +269,38 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(s
     answer = post(base, "/v1/matching/recommend", {"member_id": member, "k": 2})
     assert answer.status_code == 200 and answer.json()["model_version"] == before
     set_alias("matching", before, "champion", client)  # put it back for any later test
+
+
+def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path):
+    """The CLI end to end in its own process and its own Ray: --detach returns once every family
+    answers, the key it created is private to the user, a second start is refused, stop stops it."""
+    import os
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    uri, _ = registry
+    home = Path(uri.removeprefix("sqlite:///")).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("QUANYU_API_KEYS", "QUANYU_ADMIN_KEYS", "RAY_ADDRESS",
+                                                             "MLFLOW_TRACKING_URI")}
+    env["QUANYU_HOME"] = str(home)
+    quanyu = str(Path(sys.executable).parent / "quanyu")
+    port = str(_free_port())
+    try:
+        started = subprocess.run([quanyu, "serve", "--detach", "--port", port, "--poll-seconds", "2"], env=env,
+                                 capture_output=True, text=True, timeout=400)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"serving at http://127.0.0.1:{port}" in started.stdout and "quanyu-location v" in started.stdout
+        key = (home / "api_key").read_text().strip()
+        assert stat.S_IMODE((home / "api_key").stat().st_mode) == 0o600 and key in started.stdout
+        got = requests.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert got.status_code == 200
+        again = subprocess.run([quanyu, "serve", "--detach", "--port", port], env=env, capture_output=True, text=True,
+                               timeout=60)
+        assert again.returncode != 0 and "already serving" in again.stderr
+    finally:
+        stopped = subprocess.run([quanyu, "serve", "stop"], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0 and "stopped the server" in stopped.stdout
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
