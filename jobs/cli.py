@@ -428,6 +428,21 @@ def bench_matching(ctx, lake, out) -> None:
     matching_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "matching", config)
 
 
+@bench.command("serving")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/serving].")
+@click.option("--seconds", type=click.FloatRange(1, 600), default=10.0, show_default=True, help="Per target, endpoint and concurrency.")
+@click.pass_context
+def bench_serving(ctx, out, seconds) -> None:
+    """Latency and throughput: Ray Serve vs bare FastAPI vs mlflow models serve vs in-process."""
+    from benchmarks import serving as serving_bench
+
+    runtime = _runtime(ctx, None)
+    try:
+        serving_bench.main(runtime, Path(out) if out else runtime.home / "bench" / "serving", seconds)
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @bench.command("location")
 @lake_option
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/location].")

@@ -36,9 +36,9 @@ class Runtime:
                    artifact_root=str(home / "mlartifacts") if local_store else None)
 
 
-# Ray's session folder holds Unix sockets, whose paths may not exceed ~107 bytes; the session
-# name Ray appends takes about 45 of them.
-RAY_TEMP_DIR_MAX = 60
+# Ray's session folder holds Unix sockets, whose paths may not exceed 107 bytes; what Ray appends
+# ("/session_2026-11-25_16-54-37_374419_12962/sockets/plasma_store") takes 62 of them.
+RAY_TEMP_DIR_MAX = 44
 
 
 def ray_temp_dir(home: Path) -> str | None:

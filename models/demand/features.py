@@ -15,7 +15,7 @@ so they are column gathers and differences of cumulative sums.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -177,11 +177,45 @@ def calendar_features(days: pd.Series, calendar: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class Attributes:
-    """Static product and store attributes, and the retail calendar, that features join."""
+    """Static product and store attributes, and the retail calendar, that features join. The
+    indexed views and the calendar features are built once per instance and reused: a served
+    forecast joins a few rows, and rebuilding them per request cost more than the rest."""
 
     products: pd.DataFrame  # sku_id, category, list_price, launch_date, optional subcategory/style
     stores: pd.DataFrame  # store_id, channel, optional platform/format/city/open_date
     calendar: pd.DataFrame  # date, event, phase
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def products_by_sku(self) -> pd.DataFrame:
+        if "products" not in self._cache:
+            self._cache["products"] = self.products.assign(price_band=_price_band(self.products)).set_index("sku_id")
+        return self._cache["products"]
+
+    def stores_by_id(self) -> pd.DataFrame:
+        if "stores" not in self._cache:
+            self._cache["stores"] = self.stores.set_index("store_id")
+        return self._cache["stores"]
+
+    def category_price(self) -> pd.Series:
+        if "category_price" not in self._cache:
+            self._cache["category_price"] = self.products_by_sku().groupby("category")["list_price"].median()
+        return self._cache["category_price"]
+
+    def calendar_features(self, days: pd.Series) -> pd.DataFrame:
+        """calendar_features() of `days`, looked up in a table of every day between the earliest
+        and the latest asked for so far (a day's features do not depend on the other days)."""
+        ordinal = pd.to_datetime(days).to_numpy().astype("datetime64[D]").astype(np.int64)
+        if len(ordinal) == 0:
+            return calendar_features(pd.Series(pd.to_datetime([])), self.calendar)
+        lo, hi = int(ordinal.min()), int(ordinal.max())
+        start, table = self._cache.get("calendar", (None, None))
+        if start is None or lo < start or hi >= start + len(table):
+            lo = lo if start is None else min(lo, start)
+            hi = hi if start is None else max(hi, start + len(table) - 1)
+            every_day = pd.Series(np.arange(lo, hi + 1).astype("datetime64[D]"))
+            start, table = lo, calendar_features(every_day, self.calendar)
+            self._cache["calendar"] = (start, table)
+        return table.iloc[ordinal - start].reset_index(drop=True)
 
 
 def _price_band(products: pd.DataFrame) -> pd.Series:
@@ -234,14 +268,14 @@ def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Att
     frame = pd.DataFrame(out, index=rows.index)
     frame["horizon_days"] = horizon.astype(np.float32)
 
-    products = attrs.products.assign(price_band=_price_band(attrs.products)).set_index("sku_id")
-    stores = attrs.stores.set_index("store_id")
+    products = attrs.products_by_sku()
+    stores = attrs.stores_by_id()
     frame["list_price"] = rows["list_price"].astype("float32").to_numpy()
     frame["offer_discount_pct"] = rows["offer_discount_pct"].astype("float32").to_numpy()
     frame["offer_price"] = frame["list_price"] * (1 - frame["offer_discount_pct"])
     launch_price = rows["sku_id"].map(products["list_price"]).to_numpy(dtype=np.float32)
     frame["price_vs_launch"] = frame["list_price"] / launch_price
-    category_price = products.groupby("category")["list_price"].median()
+    category_price = attrs.category_price()
     frame["offer_price_vs_category"] = frame["offer_price"] / rows["sku_id"].map(products["category"]).map(category_price).to_numpy(dtype=np.float32)
     launch = pd.to_datetime(rows["sku_id"].map(products["launch_date"]))
     frame["sku_age_days"] = (target - launch).dt.days.astype("float32").to_numpy()
@@ -251,7 +285,7 @@ def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Att
         frame["store_age_days"] = (target - opened).dt.days.astype("float32").to_numpy()
     else:
         frame["store_age_days"] = np.float32(np.nan)
-    cal = calendar_features(rows["dt"], attrs.calendar)
+    cal = attrs.calendar_features(rows["dt"])
     cal.index = frame.index
     frame = pd.concat([frame, cal], axis=1)
 

@@ -85,13 +85,16 @@ class DemandForecaster:
         self.tables_ = {"products": data.products, "stores": data.stores, "calendar": data.calendar,
                         "promotions": data.promotions, "prices": data.prices}
         self.residual_quantiles_: pd.DataFrame | None = None
-        self._lookup_tables = None
+        self._lookup_tables = self._attributes_cache = self._plan = None
         return self
 
     # --- prediction -----------------------------------------------------------------------
     def _attributes(self) -> Attributes:
-        t = self.tables_
-        return Attributes(t["products"], t["stores"], t["calendar"])
+        """The attributes, built once per fitted (or loaded) model with their lookup caches."""
+        if getattr(self, "_attributes_cache", None) is None:
+            t = self.tables_
+            self._attributes_cache = Attributes(t["products"], t["stores"], t["calendar"])
+        return self._attributes_cache
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         """Point forecasts (expected units) for rows with store_id, sku_id, dt (1–horizon days
@@ -145,9 +148,50 @@ class DemandForecaster:
             )
         return self._lookup_tables
 
+    def _plan_table(self) -> dict:
+        """The planned list price of every SKU and its deepest planned discount per kind of
+        store (channel × platform: what promotions are scoped by) for each day of the horizon,
+        computed once per model so a forecast request only gathers from arrays."""
+        if getattr(self, "_plan", None) is None:
+            products, _, stores, _ = self._lookups()
+            days = [self.origin_ + dt.timedelta(days=h) for h in range(1, self.config.features.horizon + 1)]
+            skus = products["sku_id"].to_pylist()
+            store_frame = stores.to_pandas()
+            kinds = store_frame[["channel", "platform"]].astype("object").where(store_frame[["channel", "platform"]].notna(), None)
+            kind_key = [f"{c}|{p}" for c, p in zip(kinds["channel"], kinds["platform"])]
+            first_store = dict(zip(reversed(kind_key), reversed(store_frame["store_id"].tolist())))
+            kind_names = sorted(first_store)
+            grid = pd.DataFrame({"store_id": np.repeat([first_store[k] for k in kind_names], len(skus)),
+                                 "sku_id": np.tile(skus, len(kind_names))})
+            slow = self._planned_rows_each_day(grid, days)
+            self._plan = {
+                "days": {d: i for i, d in enumerate(days)},
+                "sku": {s: i for i, s in enumerate(skus)},
+                "kind_of_store": dict(zip(store_frame["store_id"], (kind_names.index(k) for k in kind_key))),
+                "list_price": slow["list_price"].to_numpy(float).reshape(len(days), len(kind_names), len(skus))[:, 0, :],
+                "discount": slow["offer_discount_pct"].to_numpy(float).reshape(len(days), len(kind_names), len(skus)),
+            }
+        return self._plan
+
     def planned_rows(self, pairs: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
         """Rows for store × SKU `pairs` on future `days`, priced with the list prices and the
-        promotions planned for those days."""
+        promotions planned for those days (from the per-model plan table for days of the
+        horizon, computed on the spot for any other day)."""
+        plan = self._plan_table()
+        sku_pos = pairs["sku_id"].map(plan["sku"])
+        kind_pos = pairs["store_id"].map(plan["kind_of_store"])
+        if not all(d in plan["days"] for d in days) or sku_pos.isna().any() or kind_pos.isna().any():
+            return self._planned_rows_each_day(pairs, days)
+        day_pos = np.repeat([plan["days"][d] for d in days], len(pairs))
+        sku_pos = np.tile(sku_pos.to_numpy(int), len(days))
+        kind_pos = np.tile(kind_pos.to_numpy(int), len(days))
+        return pd.DataFrame({"store_id": np.tile(pairs["store_id"].to_numpy(), len(days)),
+                             "sku_id": np.tile(pairs["sku_id"].to_numpy(), len(days)),
+                             "dt": np.repeat(np.array(days, dtype=object), len(pairs)),
+                             "list_price": plan["list_price"][day_pos, sku_pos],
+                             "offer_discount_pct": plan["discount"][day_pos, kind_pos, sku_pos]})
+
+    def _planned_rows_each_day(self, pairs: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
         # the contract's Arrow types throughout: pandas 3 strings would become large_string,
         # all-empty columns null, and Arrow joins refuse both
         products, prices, stores, promotions = self._lookups()

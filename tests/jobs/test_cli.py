@@ -97,6 +97,8 @@ def test_the_console_script_is_installed_and_answers(tmp_path):
 def test_ray_session_files_go_under_quanyu_home_when_the_path_allows(tmp_path):
     assert ray_temp_dir(Path("/srv/q/.quanyu")) == "/srv/q/.quanyu/ray"
     assert ray_temp_dir(Path("/" + "x" * 80)) is None  # too long for Ray's Unix sockets
+    # 60 characters left a plasma socket path of 126 bytes (measured): over the 107 allowed
+    assert ray_temp_dir(Path("/tmp/qserve/bench-serving/ray-serve-throughput-optimized")) is None
 
 
 def test_a_local_ray_started_by_the_cli_keeps_its_files_under_quanyu_home(tmp_path):

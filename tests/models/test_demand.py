@@ -47,6 +47,21 @@ def test_forecast_has_28_days_of_ordered_intervals(fitted, demand_data):
     assert frame["p50"].sum() > 0
 
 
+def test_the_plan_table_prices_every_pair_as_the_day_by_day_join_does(fitted):
+    """Served forecasts gather planned prices and discounts from a per-model table; it must say
+    what the Arrow joins over prices and promotions say, on every day of the horizon."""
+    days = [fitted.origin_ + dt.timedelta(days=h) for h in range(1, 29)]
+    pairs = fitted.panel_.series[["store_id", "sku_id"]].reset_index(drop=True)
+    fast = fitted.planned_rows(pairs, days)
+    slow = fitted._planned_rows_each_day(pairs, days)
+    assert (slow["offer_discount_pct"] > 0).any()  # promotions run in this window: a real check
+    pd.testing.assert_frame_equal(fast[slow.columns].reset_index(drop=True), slow.reset_index(drop=True),
+                                  check_dtype=False)
+    # a day outside the horizon takes the day-by-day path and still answers
+    later = fitted.planned_rows(pairs.head(3), [fitted.origin_ + dt.timedelta(days=40)])
+    assert len(later) == 3 and later["list_price"].notna().all()
+
+
 def test_a_price_cut_raises_the_forecast_of_an_elastic_sku(fitted, tiny_lake):
     truth = tiny_lake.read("truth", "products").to_pandas()
     demand = fitted.tables_["products"]

@@ -1,0 +1,31 @@
+"""Peer for `quanyu bench serving`: a bare FastAPI app (one uvicorn process, no Ray) around the
+same predictors and the same handlers, request models and validation as the Serve app, so the
+difference is Serve's proxy hop and deployment handle calls.
+
+Run: MLFLOW_TRACKING_URI=… uvicorn benchmarks.peers.bare_fastapi:app --port P"""
+
+import os
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from serving import handlers, schemas
+from serving.families import FamilyModel
+
+app = FastAPI()
+_models = {f: FamilyModel(f, os.environ["MLFLOW_TRACKING_URI"], os.environ.get("QUANYU_ALIAS", "champion"))
+           for f in ("demand", "matching")}
+for _model in _models.values():
+    _model.check()
+
+
+@app.post("/v1/demand/forecast")
+def forecast(request: schemas.ForecastRequest):
+    status, body = handlers.forecast(_models["demand"].current, request.model_dump(mode="json"))
+    return JSONResponse(body, status_code=status)
+
+
+@app.post("/v1/matching/recommend")
+def recommend(request: schemas.RecommendRequest):
+    status, body = handlers.recommend(_models["matching"].current, request.model_dump(mode="json"))
+    return JSONResponse(body, status_code=status)

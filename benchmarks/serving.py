@@ -1,0 +1,175 @@
+"""`quanyu bench serving`: latency and throughput of the two hot endpoints, side by side in one run.
+
+For `/v1/demand/forecast` (one store, 5 SKUs, 28 days) and `/v1/matching/recommend` (one member,
+k = 10, online), at concurrency 1 and 16, each for a fixed number of seconds with the closed-loop
+load generator (benchmarks/loadgen.py, its own process, loopback only):
+- **Quanyu on Ray Serve** as `quanyu serve` runs it (ingress deployment → family deployment);
+- the same with Serve's throughput-optimised mode (`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`);
+- **a bare FastAPI + uvicorn app** around the same predictors and handlers (no Ray);
+- **`mlflow models serve`** of the same registered versions, on its `/invocations` path with the
+  equivalent rows;
+- and the predictor called in process (the floor: no HTTP at all).
+The champions of QUANYU_HOME's registry answer; `make bench` trains and promotes them first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from jobs.runtime import Runtime
+from serving import handlers
+from serving.families import FamilyModel, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _load(url: str, body: dict, concurrency: int, seconds: float, auth: str | None) -> dict:
+    args = [sys.executable, "-m", "benchmarks.loadgen", url, json.dumps(body), str(concurrency), str(seconds)]
+    done = subprocess.run(args + ([auth] if auth else []), capture_output=True, text=True, cwd=REPO,
+                          timeout=seconds + 120)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _start(command: list[str], env: dict, ready_url: str, log: Path, timeout: float = 300) -> subprocess.Popen:
+    process = subprocess.Popen(command, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=REPO,
+                               start_new_session=True)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited ({process.returncode}); see {log}")
+        try:
+            return requests.get(ready_url, timeout=2).status_code < 500
+        except requests.RequestException:
+            return False
+
+    if not wait_until(up, timeout, 1.0):
+        _stop(process)
+        raise TimeoutError(f"{command[:3]} did not answer within {timeout} s; see {log}")
+    return process
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 16)) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    uri = runtime.tracking_uri
+    models = {f: FamilyModel(f, uri) for f in ("demand", "matching")}
+    for family, model in models.items():
+        if not model.check():
+            raise RuntimeError(f"no champion of quanyu-{family} in {uri}: train and promote one first "
+                               f"({model.last_error})")
+    forecaster = models["demand"].current.predictor
+    series = forecaster.panel_.series
+    store = series["store_id"].iat[0]
+    skus = series[series["store_id"] == store]["sku_id"].head(5).tolist()
+    member_state = models["matching"].current.predictor.state
+    member = member_state.members["member_id"].to_numpy()[member_state.has_history(np.arange(len(member_state.members)))][0]
+    bodies = {"forecast": {"store_id": store, "sku_ids": skus, "horizon_days": 28},
+              "recommend": {"member_id": member, "k": 10, "channel": "online"}}
+    days = [str(forecaster.origin_ + dt.timedelta(days=h)) for h in range(1, 29)]
+    invocations = {"forecast": {"dataframe_records": [{"store_id": store, "sku_id": s, "dt": d} for s in skus for d in days]},
+                   "recommend": {"dataframe_records": [{"member_id": member, "channel": "online", "k": 10}]}}
+    paths = {"forecast": "/v1/demand/forecast", "recommend": "/v1/matching/recommend"}
+    report: dict = {"seconds_per_run": seconds, "bodies": bodies, "results": []}
+
+    def record(target: str, endpoint: str, concurrency: int, result: dict) -> None:
+        row = {"target": target, "endpoint": endpoint, "concurrency": concurrency, **result}
+        report["results"].append(row)
+        print(json.dumps(row), flush=True)
+
+    # the floor: the handler called in process
+    for endpoint, (family, fn) in {"forecast": ("demand", handlers.forecast),
+                                   "recommend": ("matching", handlers.recommend)}.items():
+        loaded = models[family].current
+        fn(loaded, bodies[endpoint])
+        times = []
+        deadline = time.perf_counter() + min(seconds, 5)
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            fn(loaded, bodies[endpoint])
+            times.append(time.perf_counter() - t0)
+        lat = np.array(times) * 1e3
+        record("in-process", endpoint, 1, {"requests": len(times), "errors": 0, "rps": round(len(times) / lat.sum() * 1e3, 1),
+                                           "p50_ms": round(float(np.percentile(lat, 50)), 2),
+                                           "p99_ms": round(float(np.percentile(lat, 99)), 2)})
+
+    base_env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    base_env.update({"QUANYU_HOME": str(runtime.home), "MLFLOW_TRACKING_URI": uri,
+                     "QUANYU_API_KEYS": "bench-key", "QUANYU_ADMIN_KEYS": "bench-admin"})
+    auth = "Bearer bench-key"
+
+    def serve_target(name: str, extra_env: dict) -> None:
+        port = _port()
+        env = {**base_env, **extra_env}
+        home = out / name
+        home.mkdir(exist_ok=True)
+        env["QUANYU_HOME"] = str(home)  # its own serve.json / log; the registry stays the same
+        process = _start([str(BIN / "quanyu"), "serve", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz",
+                         out / f"{name}.log")
+        try:
+            wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": auth},
+                                            timeout=5).json()["families"][0]["version"] is not None, 300, 1.0)
+            for endpoint in bodies:
+                for c in concurrencies:
+                    record(name, endpoint, c, _load(f"http://127.0.0.1:{port}{paths[endpoint]}", bodies[endpoint], c,
+                                                    seconds, auth))
+        finally:
+            _stop(process)
+
+    serve_target("ray-serve", {})
+    serve_target("ray-serve-throughput-optimized", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
+
+    port = _port()
+    process = _start([sys.executable, "-m", "uvicorn", "benchmarks.peers.bare_fastapi:app", "--host", "127.0.0.1",
+                      "--port", str(port), "--log-level", "warning"], base_env, f"http://127.0.0.1:{port}/docs",
+                     out / "bare-fastapi.log")
+    try:
+        for endpoint in bodies:
+            for c in concurrencies:
+                record("bare-fastapi", endpoint, c, _load(f"http://127.0.0.1:{port}{paths[endpoint]}", bodies[endpoint],
+                                                          c, seconds, None))
+    finally:
+        _stop(process)
+
+    for endpoint, family in (("forecast", "demand"), ("recommend", "matching")):
+        port = _port()
+        version = models[family].current.version
+        process = _start([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/quanyu-{family}/{version}",
+                          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], base_env,
+                         f"http://127.0.0.1:{port}/ping", out / f"mlflow-{family}.log")
+        try:
+            for c in concurrencies:
+                record("mlflow-models-serve", endpoint, c, _load(f"http://127.0.0.1:{port}/invocations",
+                                                                 invocations[endpoint], c, seconds, None))
+        finally:
+            _stop(process)
+
+    (out / "serving.json").write_text(json.dumps(report, indent=1))
+    return report
