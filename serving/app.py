@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -110,6 +111,37 @@ async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+_metrics: dict[str, Any] = {}
+
+
+def _observe(path: str, status: int, seconds: float) -> None:
+    """Per-endpoint latency and status counts, exported with Ray's metrics (Prometheus format on
+    each node's metrics export port) as quanyu_request_latency_ms and quanyu_requests_total."""
+    if not _metrics:
+        from ray.util import metrics
+
+        _metrics["latency"] = metrics.Histogram(
+            "quanyu_request_latency_ms", description="Latency of Quanyu API requests at the ingress.",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000], tag_keys=("endpoint",))
+        _metrics["requests"] = metrics.Counter(
+            "quanyu_requests_total", description="Quanyu API requests by endpoint and status.",
+            tag_keys=("endpoint", "status"))
+    _metrics["latency"].observe(seconds * 1e3, tags={"endpoint": path})
+    _metrics["requests"].inc(tags={"endpoint": path, "status": str(status)})
+
+
+@api.middleware("http")
+async def _measured(request: Request, call_next):
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    try:
+        _observe(getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - started)
+    except Exception:  # metrics must never fail a request
+        logger.debug("metrics unavailable", exc_info=True)
+    return response
 
 
 @api.middleware("http")
