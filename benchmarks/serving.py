@@ -121,6 +121,8 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
                                            "p99_ms": round(float(np.percentile(lat, 99)), 2)})
 
     base_env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    # the servers' own helpers (uvicorn for mlflow models serve) come from this environment
+    base_env["PATH"] = f"{BIN}{os.pathsep}{base_env.get('PATH', '')}"
     base_env.update({"QUANYU_HOME": str(runtime.home), "MLFLOW_TRACKING_URI": uri,
                      "QUANYU_API_KEYS": "bench-key", "QUANYU_ADMIN_KEYS": "bench-admin"})
     auth = "Bearer bench-key"
