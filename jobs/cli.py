@@ -404,7 +404,7 @@ def bench_lake(ctx, scales, out, reuse) -> None:
 def bench_demand(ctx, lake, out) -> None:
     """Feature building and training cost (Ray vs bare LightGBM), accuracy vs statsforecast."""
     from benchmarks import demand as demand_bench
-    from jobs.train_demand import REPO
+    from jobs.tracking import REPO
     from models.demand.config import DemandConfig
 
     runtime = _runtime(ctx, lake)
@@ -452,7 +452,7 @@ def bench_serving(ctx, out, seconds) -> None:
 def bench_location(ctx, lake, out, sizes, mclp_sizes) -> None:
     """Recommendation latency at 10k / 100k sites; coverage vs spopt's exact MCLP (CBC)."""
     from benchmarks import location as location_bench
-    from jobs.train_demand import REPO
+    from jobs.tracking import REPO
     from models.location.config import LocationConfig
 
     runtime = _runtime(ctx, lake)

@@ -14,36 +14,20 @@ Steps:
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import subprocess
 import sys
-import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from jobs.tracking import TrainResult, family_run, log_inputs, register
 from lake.contract import RAW_TABLES, complete
 from lake.store import Lake, LakeError
 from models.demand.config import DemandConfig
 from models.demand.evaluate import Evaluation, evaluate
 from models.demand.forecaster import DemandData, DemandForecaster
-from models.registry import CANDIDATE, registered_name, set_alias, use_experiment
 
-REPO = Path(__file__).resolve().parents[1]
 DEMAND_COLUMNS = ["dt", "store_id", "sku_id", "units_sold", "revenue_net", "list_price", "offer_discount_pct"]
-
-
-@dataclass
-class TrainResult:
-    run_id: str
-    version: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    origin: dt.date | None = None
-    seconds: float = 0.0
 
 
 def read_demand_data(lake: Lake) -> tuple[DemandData, pd.DataFrame | None]:
@@ -65,23 +49,6 @@ def read_demand_data(lake: Lake) -> tuple[DemandData, pd.DataFrame | None]:
         raw = lake.read_all("truth", "expected_demand", columns=["store_id", "sku_id", "expected_units"]).to_pandas()
         truth = raw.groupby(["dt", "store_id", "sku_id"], as_index=False)["expected_units"].sum()
     return data, truth
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _flatten(prefix: str, value) -> dict[str, str]:
-    if isinstance(value, dict):
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            out.update(_flatten(f"{prefix}.{k}" if prefix else k, v))
-        return out
-    return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) else str(value)}
 
 
 def _plots(evaluation: Evaluation, forecaster: DemandForecaster, folder: Path) -> list[Path]:
@@ -126,7 +93,6 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
          artifact_root: str | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray must be initialised."""
     import mlflow
-    import mlflow.data
 
     from models.demand.pyfunc import DemandPyfunc
 
@@ -145,41 +111,18 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
         forecaster.calibrate(last["prediction"].to_numpy(), last["units_sold"].to_numpy(dtype=float))
     metrics = {k: v for k, v in evaluation.metrics.items() if v == v}  # drop NaN
 
-    mlflow.set_tracking_uri(tracking_uri)
-    use_experiment("quanyu-demand", artifact_root)
     first, last_day = min(data.demand["dt"]), max(data.demand["dt"])
-    with mlflow.start_run(run_name=f"demand {last_day}") as run, tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        mlflow.set_tags({"family": "demand", "lake": str(lake.root), "lake_first_dt": str(first),
-                         "lake_last_dt": str(last_day), "git_commit": _git_commit(),
-                         "layout": forecaster.layout_.describe(), "config_path": config_path or "defaults"})
-        mlflow.log_params({**_flatten("", config.model_dump(mode="json")), "training_rows": forecaster.training_rows_,
-                           "origins": ",".join(str(o.origin) for o in evaluation.origins)})
-        mlflow.log_metrics(metrics)
-        with warnings.catch_warnings():  # MLflow's hints about path sources and integer columns
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(data.demand, source=str(lake.table_dir("curated", "demand_daily")),
-                                              name="demand_daily")
-            mlflow.log_input(dataset, context="training")
+    tags = {"lake": str(lake.root), "lake_first_dt": str(first), "lake_last_dt": str(last_day),
+            "layout": forecaster.layout_.describe(), "config_path": config_path or "defaults"}
+    params = {"training_rows": forecaster.training_rows_, "origins": ",".join(str(o.origin) for o in evaluation.origins)}
+    with family_run("demand", tracking_uri, artifact_root, f"demand {last_day}", config, tags, params,
+                    metrics) as (run, folder):
+        log_inputs(lake, [("demand_daily", data.demand, "curated")])
         for path in _plots(evaluation, forecaster, folder):
             mlflow.log_artifact(str(path), artifact_path="plots")
         (folder / "config.json").write_text(config.model_dump_json(indent=1))
         mlflow.log_artifact(str(folder / "config.json"))
-        model_dir = forecaster.save(folder / "forecaster")
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=DemandPyfunc(), artifacts={"forecaster": str(model_dir)},
-            code_paths=[str(REPO / "models"), str(REPO / "lake")], registered_model_name=registered_name("demand"),
-            pip_requirements=[f"lightgbm=={_version('lightgbm')}", f"pandas=={_version('pandas')}",
-                              f"pyarrow=={_version('pyarrow')}", f"pydantic=={_version('pydantic')}",
-                              f"numpy=={_version('numpy')}"],
-        )
-        version = str(info.registered_model_version)
-        set_alias("demand", version, CANDIDATE)
+        version = register("demand", DemandPyfunc(), {"forecaster": str(forecaster.save(folder / "forecaster"))})
     return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, origin=forecaster.origin_,
                        seconds=round(time.monotonic() - started, 1))
 
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)

@@ -17,14 +17,12 @@ Steps:
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from jobs.train_demand import REPO, TrainResult, _flatten, _git_commit, _version
+from jobs.tracking import TrainResult, family_run, log_inputs, register
 from lake.store import Lake
 from models.location.cannibalisation import CannibalisationEstimate
 from models.location.cannibalisation import estimate as estimate_cannibalisation
@@ -33,7 +31,6 @@ from models.location.data import LocationData, read_location_data, training_tabl
 from models.location.features import extra_area_columns, member_areas, site_features
 from models.location.model import TARGET, Evaluation, SiteModel, evaluate
 from models.location.recommender import SiteRecommender
-from models.registry import CANDIDATE, registered_name, set_alias, use_experiment
 
 HEADLINE = ("spearman", "spearman_population_baseline", "spearman_gravity_baseline", "spearman_oracle", "ndcg_at_10")
 
@@ -108,7 +105,6 @@ def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str
          artifact_root: str | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray should be initialised (folds run as tasks)."""
     import mlflow
-    import mlflow.data
 
     from models.location.pyfunc import LocationPyfunc
 
@@ -138,35 +134,17 @@ def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str
                                     {k: metrics[k] for k in HEADLINE if k in metrics})
     say(f"scored {len(recommender.sites):,} candidate sites")
 
-    mlflow.set_tracking_uri(tracking_uri)
-    use_experiment("quanyu-location", artifact_root)
-    with mlflow.start_run(run_name=f"location {data.data_date}") as run, tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        mlflow.set_tags({"family": "location", "lake": str(lake.root), "data_date": str(data.data_date),
-                         "git_commit": _git_commit(), "config_path": config_path or "defaults"})
-        mlflow.log_params({**_flatten("", config.model_dump(mode="json")), "training_stores": len(table),
-                           "candidate_sites": len(data.sites), "cities": int(table["city"].nunique())})
-        mlflow.log_metrics(metrics)
-        with warnings.catch_warnings():  # MLflow's hints about path sources and integer columns
-            warnings.simplefilter("ignore", UserWarning)
-            for name, frame, zone in (("store_performance", data.performance, "curated"),
-                                      ("candidate_sites", data.sites, "raw")):
-                dataset = mlflow.data.from_pandas(frame, source=str(lake.table_dir(zone, name)), name=name)
-                mlflow.log_input(dataset, context="training")
+    tags = {"lake": str(lake.root), "data_date": str(data.data_date), "config_path": config_path or "defaults"}
+    params = {"training_stores": len(table), "candidate_sites": len(data.sites), "cities": int(table["city"].nunique())}
+    with family_run("location", tracking_uri, artifact_root, f"location {data.data_date}", config, tags, params,
+                    metrics) as (run, folder):
+        log_inputs(lake, [("store_performance", data.performance, "curated"), ("candidate_sites", data.sites, "raw")])
         for path in _plots(evaluation, recommender, folder):
             mlflow.log_artifact(str(path), artifact_path="plots")
         evaluation.predictions.to_csv(folder / "cv_predictions.csv", index=False)
         mlflow.log_artifact(str(folder / "cv_predictions.csv"))
-        model_dir = recommender.save(folder / "recommender")
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=LocationPyfunc(), artifacts={"recommender": str(model_dir)},
-            code_paths=[str(REPO / "models"), str(REPO / "lake")], registered_model_name=registered_name("location"),
-            input_example=pd.DataFrame({"site_id": recommender.sites["site_id"].head(2).astype(str)}),
-            pip_requirements=[f"{p}=={_version(p)}" for p in ("lightgbm", "pandas", "pyarrow", "pydantic", "numpy",
-                                                               "scipy", "h3")],
-        )
-        version = str(info.registered_model_version)
-        set_alias("location", version, CANDIDATE)
+        example = pd.DataFrame({"site_id": recommender.sites["site_id"].head(2).astype(str)})
+        version = register("location", LocationPyfunc(), {"recommender": str(recommender.save(folder / "recommender"))},
+                           example, ("scipy", "h3"))
     return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, origin=data.data_date,
                        seconds=round(time.monotonic() - started, 1))
-

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from jobs.train_demand import REPO, TrainResult, _flatten, _git_commit, _version
+from jobs.tracking import TrainResult, family_run, log_inputs, register
 from lake.store import Lake
 from models.matching.model import Evaluation, MatchingConfig, MatchingData, evaluate, fit_ranker, read_matching_data
 from models.matching.recommender import MatchingRecommender
 from models.matching.state import MatchingState
-from models.registry import CANDIDATE, registered_name, set_alias, use_experiment
 
 HEADLINE = ("ndcg_at_10", "ndcg_at_10_popularity", "ndcg_at_10_segment_popularity", "ndcg_at_10_oracle",
             "recall_at_10", "candidate_recall")
@@ -76,7 +73,8 @@ def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str
          artifact_root: str | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray should be initialised (candidates run as tasks)."""
     import mlflow
-    import mlflow.data
+
+    from models.matching.pyfunc import MatchingPyfunc
 
     started = time.monotonic()
 
@@ -93,43 +91,18 @@ def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str
     recommender = build_recommender(data, config, say, {k: metrics[k] for k in HEADLINE if k in metrics})
     say("fitted the production ranker and snapshot")
 
-    mlflow.set_tracking_uri(tracking_uri)
-    use_experiment("quanyu-matching", artifact_root)
-    with mlflow.start_run(run_name=f"matching {data.data_date}") as run, tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        mlflow.set_tags({"family": "matching", "lake": str(lake.root), "data_date": str(data.data_date),
-                         "git_commit": _git_commit(), "config_path": config_path or "defaults"})
-        mlflow.log_params({**_flatten("", config.model_dump(mode="json")), "members": len(data.members),
-                           "skus": len(data.products)})
-        mlflow.log_metrics(metrics)
-        with warnings.catch_warnings():  # MLflow's hints about path sources and integer columns
-            warnings.simplefilter("ignore", UserWarning)
-            for name, frame, zone in (("interactions", data.interactions, "curated"), ("members", data.members, "raw"),
-                                      ("products", data.products, "raw")):
-                dataset = mlflow.data.from_pandas(frame, source=str(lake.table_dir(zone, name)), name=name)
-                mlflow.log_input(dataset, context="training")
+    tags = {"lake": str(lake.root), "data_date": str(data.data_date), "config_path": config_path or "defaults"}
+    params = {"members": len(data.members), "skus": len(data.products)}
+    with family_run("matching", tracking_uri, artifact_root, f"matching {data.data_date}", config, tags, params,
+                    metrics) as (run, folder):
+        log_inputs(lake, [("interactions", data.interactions, "curated"), ("members", data.members, "raw"),
+                          ("products", data.products, "raw")])
         mlflow.log_artifact(str(_plot(evaluation, folder)), artifact_path="plots")
         evaluation.by_activity.to_csv(folder / "ndcg_by_activity.csv", index=False)
         mlflow.log_artifact(str(folder / "ndcg_by_activity.csv"))
-        model_dir = recommender.save(folder / "recommender")
-        with warnings.catch_warnings():  # the input example's integer k: MLflow's hint about missing values
-            warnings.simplefilter("ignore", UserWarning)
-            info = _log_model(recommender, model_dir)
-        version = str(info.registered_model_version)
-        set_alias("matching", version, CANDIDATE)
+        example = pd.DataFrame({"member_id": recommender.state.members["member_id"].head(2).astype(str),
+                                "channel": ["online", "offline"], "k": [5, 5]})
+        version = register("matching", MatchingPyfunc(), {"recommender": str(recommender.save(folder / "recommender"))},
+                           example, ("scipy",))
     return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, origin=data.data_date,
                        seconds=round(time.monotonic() - started, 1))
-
-
-def _log_model(recommender: MatchingRecommender, model_dir: Path):
-    import mlflow
-
-    from models.matching.pyfunc import MatchingPyfunc
-
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=MatchingPyfunc(), artifacts={"recommender": str(model_dir)},
-        code_paths=[str(REPO / "models"), str(REPO / "lake")], registered_model_name=registered_name("matching"),
-        input_example=pd.DataFrame({"member_id": recommender.state.members["member_id"].head(2).astype(str),
-                                    "channel": ["online", "offline"], "k": [5, 5]}),
-        pip_requirements=[f"{p}=={_version(p)}" for p in ("lightgbm", "pandas", "pyarrow", "pydantic", "numpy", "scipy")],
-    )

@@ -140,7 +140,6 @@ class CityPlan:
 def greedy_net_gain(plan: CityPlan, k: int, feasible: np.ndarray, forced: list[int], min_between_km: float,
                     ) -> tuple[list[int], list[tuple[float, float, float]]]:
     """Picks and, per pick, (its revenue, what it takes, the marginal gain)."""
-    n = len(plan.sites)
     lat, lon = plan.sites["lat"].to_numpy(float), plan.sites["lon"].to_numpy(float)
     store_p = plan.store_p0.copy()                 # pull on each own store with the picks so far
     site_p = plan.site_p0.copy()                   # pull on each candidate from stores and picks

@@ -228,7 +228,6 @@ def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: N
     if len(members) > config.evaluation.max_members:
         members = np.sort(rng.choice(members, size=config.evaluation.max_members, replace=False))
     ids = state.members["member_id"].to_numpy()
-    item_ids = state.items["sku_id"].to_numpy()
     relevant_by_member = holdout.groupby("member_id")["sku_id"].agg(set)
     relevant = [{state._item_pos[s] for s in relevant_by_member.get(ids[m], set()) if s in state._item_pos}
                 for m in members]

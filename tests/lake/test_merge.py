@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest

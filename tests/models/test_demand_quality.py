@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.train_demand import REPO, read_demand_data
+from jobs.tracking import REPO
+from jobs.train_demand import read_demand_data
 from models.demand.config import DemandConfig
 from models.demand.evaluate import evaluate
 

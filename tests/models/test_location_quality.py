@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.train_demand import REPO
+from jobs.tracking import REPO
 from models.location.config import LocationConfig
 from models.location.data import read_location_data, training_table
 from models.location.features import extra_area_columns

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.train_demand import REPO
+from jobs.tracking import REPO
 from jobs.train_matching import history_days
 from models.matching.model import MatchingConfig, evaluate, read_matching_data
 

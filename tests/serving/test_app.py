@@ -9,7 +9,6 @@ import threading
 import time
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 import requests

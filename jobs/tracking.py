@@ -1,0 +1,103 @@
+"""What every family's training job does with MLflow: one run with the shared tags, params and
+metrics, the tables it read as dataset inputs, and the registered pyfunc with the alias
+`candidate`. The jobs add only what is theirs (plots, extra tags and params, the model folder)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+from pydantic import BaseModel
+
+from lake.store import Lake
+from models.registry import CANDIDATE, registered_name, set_alias, use_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+# what every family's pyfunc needs besides Python; families add theirs (scipy, h3)
+BASE_PACKAGES = ("lightgbm", "pandas", "pyarrow", "pydantic", "numpy")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    version: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    origin: dt.date | None = None
+    seconds: float = 0.0
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(prefix: str, value) -> dict[str, str]:
+    """Nested config → MLflow params: dotted keys, lists as JSON."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else k, v))
+        return out
+    return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) else str(value)}
+
+
+def package_version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+@contextmanager
+def family_run(family: str, tracking_uri: str, artifact_root: str | None, run_name: str, config: BaseModel,
+               tags: dict, params: dict, metrics: dict[str, float]) -> Iterator[tuple[object, Path]]:
+    """An MLflow run in the family's experiment with its tags (family, git commit and `tags`), the
+    config flattened plus `params` as params, and `metrics`; yields the run and a scratch folder."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    use_experiment(f"quanyu-{family}", artifact_root)
+    with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags({"family": family, "git_commit": git_commit(), **tags})
+        mlflow.log_params({**flatten("", config.model_dump(mode="json")), **params})
+        mlflow.log_metrics(metrics)
+        yield run, Path(tmp)
+
+
+def log_inputs(lake: Lake, tables: list[tuple[str, pd.DataFrame, str]]) -> None:
+    """Each (table, frame, zone) as a dataset input of the active run (MLflow digests the frame)."""
+    import mlflow.data
+
+    with warnings.catch_warnings():  # MLflow's hints about path sources and integer columns
+        warnings.simplefilter("ignore", UserWarning)
+        for name, frame, zone in tables:
+            dataset = mlflow.data.from_pandas(frame, source=str(lake.table_dir(zone, name)), name=name)
+            mlflow.log_input(dataset, context="training")
+
+
+def register(family: str, python_model, artifacts: dict[str, str], input_example: pd.DataFrame | None = None,
+             packages: tuple[str, ...] = ()) -> str:
+    """Log the family's pyfunc (its code: models/ and lake/), register it as quanyu-<family> and
+    point `candidate` at the new version; returns the version."""
+    import mlflow
+
+    with warnings.catch_warnings():  # the input example's integer columns: MLflow's hint about missing values
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=python_model, artifacts=artifacts,
+            code_paths=[str(REPO / "models"), str(REPO / "lake")], registered_model_name=registered_name(family),
+            input_example=input_example,
+            pip_requirements=[f"{p}=={package_version(p)}" for p in (*BASE_PACKAGES, *packages)])
+    version = str(info.registered_model_version)
+    set_alias(family, version, CANDIDATE)
+    return version
