@@ -268,6 +268,7 @@ def serve_cmd(ctx, host, port, alias, poll_seconds, detach) -> None:
             click.echo(f"  {f['family']:<9} quanyu-{f['family']} v{f['version']} ({alias})")
         if info["key"]:
             click.echo(f"API key (kept in {runtime.home / 'api_key'}): {info['key']}")
+        click.echo(f"API docs: {info['url']}/docs · planner's page: {info['url']}/planner")
         return
     try:
         job.foreground(runtime, host, port, alias, poll_seconds, say=click.echo)

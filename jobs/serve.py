@@ -96,7 +96,7 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
     signal.signal(signal.SIGTERM, stop)
     try:
         families = wait_ready(url, key, say=say)
-        say(f"serving at {url} (OpenAPI at {url}/docs)")
+        say(f"serving at {url} (OpenAPI at {url}/docs, the planner's page at {url}/planner)")
         for f in families:
             say(f"  {f['family']:<9} quanyu-{f['family']} v{f['version']} ({alias})")
         if user:

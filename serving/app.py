@@ -20,15 +20,15 @@ import os
 import time
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serving import handlers, schemas
+from serving import handlers, planner, schemas
 from serving.families import FAMILIES, FamilyModel, Poller
 
 logger = logging.getLogger("quanyu.serving")
@@ -208,6 +208,28 @@ class Ingress:
               responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def sites(self, request: schemas.SitesRequest):
         return _answer(await self.families["location"].call.remote("recommend", request.model_dump(mode="json")))
+
+    @api.get("/v1/location/cities", response_model=schemas.CitiesResponse, dependencies=[Depends(require_key)],
+             responses={503: {"model": schemas.Problem}})
+    async def cities(self):
+        return _answer(await self.families["location"].call.remote("cities", {}))
+
+    @api.get("/v1/location/map", response_model=schemas.CityMapResponse, dependencies=[Depends(require_key)],
+             responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+    async def city_map(self, city: str = Query(..., min_length=1, max_length=64)):
+        return _answer(await self.families["location"].call.remote("map", {"city": city}))
+
+    @api.get("/planner", response_class=HTMLResponse, include_in_schema=False)
+    async def planner_page(self):
+        return HTMLResponse(planner.asset("index.html")[0], headers=planner.HEADERS)
+
+    @api.get("/planner/{name}", include_in_schema=False)
+    async def planner_asset(self, name: str):
+        try:
+            body, media_type = planner.asset(name)
+        except KeyError:
+            return JSONResponse({"detail": "no such planner file"}, status_code=404)
+        return Response(body, media_type=media_type, headers=planner.HEADERS)
 
     @api.post("/v1/{family}/invocations", dependencies=[Depends(require_key)],
               responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}})

@@ -86,6 +86,56 @@ def sites(loaded: Loaded, request: dict) -> Answer:
     return 200, {"model_version": loaded.version, "data_date": loaded.predictor.meta.get("data_date"), **body}
 
 
+def cities(loaded: Loaded, request: dict) -> Answer:
+    """The cities the served location model can plan in, for the planner's city field."""
+    recommender = loaded.predictor
+    stores = recommender.stores.groupby("city").size()
+    listed = [{"city": c, "candidates": int(len(recommender.plan(c).sites)), "stores": int(stores.get(c, 0))}
+              for c in recommender.cities]
+    return 200, {"model_version": loaded.version, "data_date": recommender.meta.get("data_date"), "cities": listed}
+
+
+def city_map(loaded: Loaded, request: dict) -> Answer:
+    """Every candidate cell of one city with its score, rent and competitors, and the brand's own
+    stores: the planner's map layers. Recommendations themselves come from `sites`."""
+    city = schemas.CityMapRequest.model_validate(request).city
+    recommender = loaded.predictor
+    if city not in recommender.cities:  # the recommender's own wording, as /v1/location/recommend gives it
+        return _problem(404, f"unknown city {city!r}; cities with candidate sites: {', '.join(recommender.cities)}")
+    plan = recommender.plan(city)
+    sites = plan.sites
+    cells = [{"site_id": sid, "lat": round(la, 6), "lon": round(lo, 6), "boundary": _boundary(sid),
+              "predicted_revenue": round(rev, 2), "rent_per_sqm_month": rent, "population": pop,
+              "competitors": comp}
+             for sid, la, lo, rev, rent, pop, comp in zip(
+                 sites["site_id"].astype(str), sites["lat"].astype(float), sites["lon"].astype(float),
+                 sites["predicted_revenue"].astype(float), sites["rent_per_sqm_month"].astype(float),
+                 sites["population"].fillna(0).astype(float), sites["competitors"].fillna(0).astype(float))]
+    stores = plan.stores
+    own = [{"store_id": str(r.store_id), "lat": float(r.lat), "lon": float(r.lon),
+            "format": getattr(r, "format", None),
+            "revenue_annualised": _finite(getattr(r, "revenue_annualised", None))}
+           for r in stores.itertuples(index=False)]
+    return 200, {"model_version": loaded.version, "data_date": recommender.meta.get("data_date"), "city": city,
+                 "score": "predicted revenue of a new store in the cell, CNY per year", "cells": cells, "stores": own}
+
+
+def _boundary(site_id: str) -> list[tuple[float, float]] | None:
+    import h3
+
+    if not h3.is_valid_cell(site_id):
+        return None  # a site id that is not an H3 cell: the page draws a dot
+    return [(round(la, 6), round(lo, 6)) for la, lo in h3.cell_to_boundary(site_id)]
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
 def invocations(loaded: Loaded, payload: dict) -> Answer:
     """MLflow's scoring protocol on feature rows: the same parsing `mlflow models serve` does, the
     same answer `mlflow.pyfunc.load_model(...).predict` gives, as {"predictions": …}."""
@@ -111,4 +161,5 @@ def invocations(loaded: Loaded, payload: dict) -> Answer:
 
 
 ROUTES = {("demand", "forecast"): forecast, ("matching", "recommend"): recommend,
-          ("matching", "audience"): audience, ("location", "recommend"): sites}
+          ("matching", "audience"): audience, ("location", "recommend"): sites,
+          ("location", "cities"): cities, ("location", "map"): city_map}

@@ -127,6 +127,10 @@ class SitesRequest(Strict):
     objective: Literal["net_gain", "coverage"] = "net_gain"
 
 
+class CityMapRequest(Strict):
+    city: City
+
+
 class SitePick(BaseModel):
     rank: int
     site_id: str
@@ -153,6 +157,46 @@ class SitesResponse(BaseModel):
     covered_population: float | None
     candidates: int
     feasible: int
+
+
+class CitySummary(BaseModel):
+    city: str
+    candidates: int
+    stores: int
+
+
+class CitiesResponse(BaseModel):
+    model_version: str
+    data_date: str | None
+    cities: list[CitySummary]
+
+
+class MapCell(BaseModel):
+    site_id: str
+    lat: float
+    lon: float
+    boundary: list[tuple[float, float]] | None = Field(description="the H3 cell's corners as (lat, lon)")
+    predicted_revenue: float = Field(description="CNY per year for a store of the recommended format")
+    rent_per_sqm_month: float
+    population: float
+    competitors: float
+
+
+class MapStore(BaseModel):
+    store_id: str
+    lat: float
+    lon: float
+    format: str | None
+    revenue_annualised: float | None
+
+
+class CityMapResponse(BaseModel):
+    model_version: str
+    data_date: str | None
+    city: str
+    score: str = Field(description="what the cells' score is, with its unit")
+    cells: list[MapCell]
+    stores: list[MapStore]
 
 
 class FamilyStatus(BaseModel):

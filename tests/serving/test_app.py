@@ -4,7 +4,6 @@ to load while the old one keeps serving."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -14,68 +13,10 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from jobs import train_demand, train_location, train_matching
-from models.location.config import LocationConfig
 from models.registry import set_alias
 from serving.families import wait_until
-from tests.models.test_demand import FAST as DEMAND_FAST
-from tests.models.test_matching import FAST as MATCHING_FAST
-
-KEY, ADMIN = "test-key-0123456789", "admin-key-9876543210"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def registry(tiny_lake, ray_session, tmp_path_factory):
-    """All three families trained on the tiny lake, each version 1 promoted to champion."""
-    home = tmp_path_factory.mktemp("serving")
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    artifacts = str(home / "mlartifacts")
-    runs = {"demand": train_demand.main(DEMAND_FAST, tiny_lake, uri, artifact_root=artifacts),
-            "matching": train_matching.main(MATCHING_FAST, tiny_lake, uri, artifact_root=artifacts),
-            "location": train_location.main(LocationConfig(), tiny_lake, uri, artifact_root=artifacts)}
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    for family in runs:
-        set_alias(family, 1, "champion", client)
-    return uri, runs
-
-
-@pytest.fixture(scope="module")
-def server(registry):
-    from ray import serve
-
-    from serving.app import build
-
-    uri, runs = registry
-    port = _free_port()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("QUANYU_API_KEYS", KEY)
-        patch.setenv("QUANYU_ADMIN_KEYS", ADMIN)
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build({"tracking_uri": uri, "poll_seconds": 0.5}), name="quanyu", route_prefix="/", blocking=False)
-    base = f"http://127.0.0.1:{port}"
-
-    last: list = []
-
-    def ready() -> bool:
-        try:
-            got = requests.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
-            last[:] = [got.status_code, got.text[:2000]]
-            return got.status_code == 200 and all(f["version"] for f in got.json()["families"])
-        except requests.RequestException as exc:
-            last[:] = [repr(exc)]
-            return False
-
-    assert wait_until(ready, 180, 1.0), f"the Serve app did not come up: {last}"
-    yield base, uri, runs
-    serve.delete("quanyu")
-    serve.shutdown()
+from tests.serving.conftest import ADMIN, KEY
+from tests.serving.conftest import free_port as _free_port
 
 
 def post(base: str, path: str, body, key: str | None = KEY, **kwargs) -> requests.Response:
@@ -181,6 +122,39 @@ def test_location_recommend_and_its_errors(server):
     impossible = post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 3, "max_rent": 0})
     assert impossible.status_code == 422 and "satisfy the constraints" in impossible.text
     assert post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 10_000}).status_code == 422
+
+
+def test_location_cities_and_map_layers(server):
+    """What the planner's map draws: every candidate cell of the city with its H3 outline and
+    score, and the brand's own stores, from the served version."""
+    base, _, _ = server
+    auth = {"Authorization": f"Bearer {KEY}"}
+    cities = requests.get(f"{base}/v1/location/cities", headers=auth, timeout=10).json()
+    assert {c["city"] for c in cities["cities"]} == {"Beijing", "Shanghai"} and cities["data_date"]
+    assert all(c["candidates"] > 50 and c["stores"] >= 1 for c in cities["cities"])
+    got = requests.get(f"{base}/v1/location/map", params={"city": "Shanghai"}, headers=auth, timeout=10)
+    assert got.status_code == 200, got.text
+    layers = got.json()
+    shanghai = next(c for c in cities["cities"] if c["city"] == "Shanghai")
+    assert len(layers["cells"]) == shanghai["candidates"] and len(layers["stores"]) == shanghai["stores"]
+    assert "CNY per year" in layers["score"]
+    cell = layers["cells"][0]
+    assert len(cell["boundary"]) == 6 and cell["predicted_revenue"] > 0
+    # the outline surrounds the centre, a few hundred metres across (H3 resolution 8)
+    lats, lons = zip(*cell["boundary"])
+    assert min(lats) < cell["lat"] < max(lats) and min(lons) < cell["lon"] < max(lons)
+    assert 0.002 < max(lats) - min(lats) < 0.02
+    # the picks are cells of this map; the first, with no earlier pick to share customers with,
+    # keeps the cell's score
+    picks = post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 2}).json()["picks"]
+    score = {c["site_id"]: c["predicted_revenue"] for c in layers["cells"]}
+    assert {p["site_id"] for p in picks} <= set(score)
+    assert abs(score[picks[0]["site_id"]] - picks[0]["predicted_revenue"]) <= 0.001 * score[picks[0]["site_id"]] + 1
+    unknown = requests.get(f"{base}/v1/location/map", params={"city": "Atlantis"}, headers=auth, timeout=10)
+    assert unknown.status_code == 404 and "unknown city 'Atlantis'" in unknown.json()["detail"]
+    for bad in ({}, {"city": ""}, {"city": "x" * 65}):
+        assert requests.get(f"{base}/v1/location/map", params=bad, headers=auth, timeout=10).status_code == 422
+    assert requests.get(f"{base}/v1/location/map", params={"city": "Shanghai"}, timeout=10).status_code == 401
 
 
 def test_invocations_answer_what_the_pyfunc_answers(server):

@@ -1,0 +1,76 @@
+"""One registry (the three families trained on the tiny lake, each version 1 the champion) and one
+running Serve app on it, shared by the API tests and the planner's browser tests."""
+
+from __future__ import annotations
+
+import socket
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from jobs import train_demand, train_location, train_matching
+from models.location.config import LocationConfig
+from models.registry import set_alias
+from serving.families import wait_until
+from tests.models.test_demand import FAST as DEMAND_FAST
+from tests.models.test_matching import FAST as MATCHING_FAST
+
+KEY, ADMIN = "test-key-0123456789", "admin-key-9876543210"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="package")
+def registry(tiny_lake, ray_session, tmp_path_factory):
+    """All three families trained on the tiny lake, each version 1 promoted to champion."""
+    home = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    artifacts = str(home / "mlartifacts")
+    runs = {"demand": train_demand.main(DEMAND_FAST, tiny_lake, uri, artifact_root=artifacts),
+            "matching": train_matching.main(MATCHING_FAST, tiny_lake, uri, artifact_root=artifacts),
+            "location": train_location.main(LocationConfig(), tiny_lake, uri, artifact_root=artifacts)}
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    for family in runs:
+        set_alias(family, 1, "champion", client)
+    return uri, runs
+
+
+@pytest.fixture(scope="package")
+def server(registry):
+    from ray import serve
+
+    from serving.app import build
+
+    uri, runs = registry
+    port = free_port()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANYU_API_KEYS", KEY)
+        patch.setenv("QUANYU_ADMIN_KEYS", ADMIN)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build({"tracking_uri": uri, "poll_seconds": 0.5}), name="quanyu", route_prefix="/", blocking=False)
+    base = f"http://127.0.0.1:{port}"
+
+    last: list = []
+
+    def ready() -> bool:
+        try:
+            got = requests.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
+            last[:] = [got.status_code, got.text[:2000]]
+            return got.status_code == 200 and all(f["version"] for f in got.json()["families"])
+        except requests.RequestException as exc:
+            last[:] = [repr(exc)]
+            return False
+
+    assert wait_until(ready, 180, 1.0), f"the Serve app did not come up: {last}"
+    yield base, uri, runs
+    serve.delete("quanyu")
+    serve.shutdown()
+
+
