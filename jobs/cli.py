@@ -15,6 +15,7 @@ from jobs.runtime import Runtime, ensure_ray
 from lake.generate.scales import SCALES
 
 EXIT_FAILURE = 2
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _runtime(ctx: click.Context, lake: str | None) -> Runtime:
@@ -178,48 +179,28 @@ def _describe_text(info: dict) -> str:
     return "\n".join(lines)
 
 
-def _family_config(family: str, cls, config_path: str | None):
-    """The family's config from --config, else configs/<family>.yaml, else the defaults; and its path."""
-    default = Path(__file__).resolve().parents[1] / "configs" / f"{family}.yaml"
-    path = config_path or (str(default) if default.exists() else None)
-    return (cls.from_yaml(path) if path else cls()), path
-
-
 @cli.group()
 def train() -> None:
     """Train a model family, evaluate it against its baselines and register a candidate."""
 
 
-# family -> (job module, config class, what the summary prints, the word for the data's date)
-FAMILIES = {
-    "demand": ("jobs.train_demand", "models.demand.config:DemandConfig",
-               ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_oracle", "wape",
-                "interval_coverage_p10_p90"), "origin"),
-    "matching": ("jobs.train_matching", "models.matching.model:MatchingConfig",
-                 ("ndcg_at_10", "ndcg_at_10_popularity", "ndcg_at_10_segment_popularity", "ndcg_at_10_oracle",
-                  "recall_at_10", "candidate_recall", "map_at_10", "catalogue_coverage", "audience_auc_new_sku",
-                  "audience_auc_new_sku_segment_popularity"), "data date"),
-    "location": ("jobs.train_location", "models.location.config:LocationConfig",
-                 ("spearman", "spearman_population_baseline", "spearman_gravity_baseline", "spearman_oracle",
-                  "ndcg_at_10", "mape", "stores", "cannibalisation_strength", "cannibalisation_decay_km"), "data date"),
-}
-
-
 def _train(ctx: click.Context, family: str, lake: str | None, config_path: str | None) -> None:
     """Train one family, register its candidate and print the headline metrics."""
-    import importlib
+    from jobs.families import FAMILY_JOBS
 
-    module, config_ref, keys, date_word = FAMILIES[family]
-    job = importlib.import_module(module)
-    config_module, config_class = config_ref.split(":")
-    config, path = _family_config(family, getattr(importlib.import_module(config_module), config_class), config_path)
+    spec = FAMILY_JOBS[family]
+    try:
+        config, path = spec.config(config_path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     runtime = _runtime(ctx, lake)
     ensure_ray(runtime)
-    result = job.main(config, runtime.lake, runtime.tracking_uri, config_path=path, artifact_root=runtime.artifact_root)
+    result = spec.job().main(config, runtime.lake, runtime.tracking_uri, config_path=path,
+                             artifact_root=runtime.artifact_root)
     click.echo(f"registered quanyu-{family} version {result.version} (alias candidate), run {result.run_id}, "
-               f"{date_word} {result.origin}, {result.seconds} s")
-    width = max(len(k) for k in keys) + 2
-    for key in keys:
+               f"{spec.date_word} {result.origin}, {result.seconds} s")
+    width = max(len(k) for k in spec.headline) + 2
+    for key in spec.headline:
         if key in result.metrics:
             click.echo(f"  {key:<{width}} {result.metrics[key]:.4f}")
 
@@ -241,6 +222,131 @@ train_matching = _train_command(
     "matching", "Matching: candidates from seven sources, a LambdaRank ranker, audiences for new products.")
 train_location = _train_command(
     "location", "Location: store revenue from site features; spatial CV; the site recommender's snapshot.")
+
+
+@cli.command("retrain")
+@lake_option
+@click.option("--date", "date", default=None, help="The day whose data arrived, YYYY-MM-DD [default: the lake's last raw day].")
+@click.option("--families", default=None, help="Comma-separated subset of demand,matching,location [default: configs/retrain.yaml's].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Retrain config with the promotion gates [default: configs/retrain.yaml].")
+@click.pass_context
+def retrain_cmd(ctx, lake, date, families, config_path) -> None:
+    """The daily retrain: validate the day, merge, train the families in parallel, gate, promote.
+    Exit 0 done (promoted or not), 1 data rejected, 2 failure."""
+    from jobs import retrain as job
+
+    day = _dates((date,))[0] if date else None
+    path = config_path or (str(CONFIGS / "retrain.yaml") if (CONFIGS / "retrain.yaml").exists() else None)
+    config = job.RetrainConfig.from_yaml(path) if path else job.RetrainConfig()
+    chosen = None
+    if families:
+        chosen = [f.strip() for f in families.split(",") if f.strip()]
+        unknown = sorted(set(chosen) - set(job.FAMILY_JOBS))
+        if unknown or not chosen:
+            raise click.BadParameter(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown) or '(none)'}; "
+                                     "choose from demand, matching, location", param_hint="--families")
+    runtime = _runtime(ctx, lake)
+    ensure_ray(runtime)
+    try:
+        result = job.main(config, runtime.lake, runtime.tracking_uri, runtime.home, day, chosen,
+                          artifact_root=runtime.artifact_root)
+    except Exception as exc:  # a failure of the job itself: say it, change nothing more, exit 2
+        if os.environ.get("QUANYU_DEBUG"):
+            raise
+        click.echo(f"retrain failed: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(job.EXIT_FAILED)
+    for line in job.summary_lines(result, config.gates):
+        click.echo(line, err=result.exit_code != 0 and line.startswith("retrain"))
+    sys.exit(result.exit_code)
+
+
+@cli.group("models")
+def models_cmd() -> None:
+    """The registry: what each family serves, every version's gate and lineage, promote and roll back."""
+
+
+def _client(ctx):
+    from mlflow import MlflowClient
+
+    return MlflowClient(_runtime(ctx, None).tracking_uri)
+
+
+_family_arg = click.argument("family", type=click.Choice(["demand", "matching", "location"]))
+
+
+@models_cmd.command("list")
+@click.pass_context
+def models_list(ctx) -> None:
+    """Per family: champion, candidate, versions, and the champion's main metric."""
+    from jobs.promotion import DEFAULT_GATES, alias_version, describe_versions
+
+    client = _client(ctx)
+    click.echo(f"{'family':<9} {'champion':>8} {'candidate':>9} {'versions':>8}  main metric of the champion")
+    for family, gate in DEFAULT_GATES.items():
+        versions = describe_versions(client, family, gate.metric)
+        champion = alias_version(client, family, "champion")
+        candidate = alias_version(client, family, "candidate")
+        value = next((v[gate.metric] for v in versions if v["version"] == champion), None)
+        click.echo(f"{family:<9} {('v' + champion) if champion else '-':>8} {('v' + candidate) if candidate else '-':>9} "
+                   f"{len(versions):>8}  " + (f"{gate.metric} {value:.4f}" if value is not None else "-"))
+
+
+@models_cmd.command("show")
+@_family_arg
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models_show(ctx, family, as_json) -> None:
+    """Every version of FAMILY, newest first: aliases, main metric, gate verdict, lake days, commit."""
+    from jobs.promotion import DEFAULT_GATES, describe_versions, history
+
+    client = _client(ctx)
+    metric = DEFAULT_GATES[family].metric
+    versions = describe_versions(client, family, metric)
+    if as_json:
+        click.echo(json.dumps({"family": family, "versions": versions, "champion_history": history(client, family)},
+                              indent=1))
+        return
+    if not versions:
+        raise click.ClickException(f"quanyu-{family} has no registered version; run quanyu retrain or quanyu train {family}")
+    for v in versions:
+        value = f"{v[metric]:.4f}" if v[metric] is not None else "-"
+        click.echo(f"v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {metric} {value:<8} lake {v['lake_days']}  "
+                   f"commit {v['git_commit'] or '?'}  {v['created']}")
+        if v["gate"]:
+            click.echo(f"      gate: {v['gate']}")
+
+
+@models_cmd.command("promote")
+@_family_arg
+@click.argument("version")
+@click.pass_context
+def models_promote(ctx, family, version) -> None:
+    """Make VERSION of FAMILY the champion by hand (serving follows within its poll interval)."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.promotion import promote
+
+    client = _client(ctx)
+    try:
+        previous = promote(client, family, version.lstrip("v"), "promoted by hand", by="hand")
+    except MlflowException:
+        raise click.ClickException(f"quanyu-{family} has no version {version}; see quanyu models show {family}") from None
+    click.echo(f"quanyu-{family}: champion v{previous or '-'} -> v{version.lstrip('v')}")
+
+
+@models_cmd.command("rollback")
+@_family_arg
+@click.pass_context
+def models_rollback(ctx, family) -> None:
+    """Point FAMILY's champion back at the version it had before the current one."""
+    from jobs.promotion import rollback
+
+    try:
+        current, target = rollback(_client(ctx), family)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"quanyu-{family}: champion v{current} -> v{target} (rolled back)")
 
 
 @cli.group("serve", invoke_without_command=True)
@@ -421,11 +527,11 @@ def bench_demand(ctx, lake, out) -> None:
 def bench_matching(ctx, lake, out) -> None:
     """Training cost, recommend() latency, accuracy next to implicit's ALS on the same split."""
     from benchmarks import matching as matching_bench
-    from models.matching.model import MatchingConfig
+    from jobs.families import FAMILY_JOBS
 
     runtime = _runtime(ctx, lake)
     ensure_ray(runtime)
-    config, _ = _family_config("matching", MatchingConfig, None)
+    config, _ = FAMILY_JOBS["matching"].config()
     matching_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "matching", config)
 
 

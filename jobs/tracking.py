@@ -68,10 +68,24 @@ def family_run(family: str, tracking_uri: str, artifact_root: str | None, run_na
     mlflow.set_tracking_uri(tracking_uri)
     use_experiment(f"quanyu-{family}", artifact_root)
     with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"family": family, "git_commit": git_commit(), **tags})
+        mlflow.set_tags({"family": family, "git_commit": git_commit(), "config": config.model_dump_json(),
+                         **lake_range(tags.get("lake")), **tags})
         mlflow.log_params({**flatten("", config.model_dump(mode="json")), **params})
         mlflow.log_metrics(metrics)
         yield run, Path(tmp)
+
+
+def lake_range(root: str | None) -> dict[str, str]:
+    """The first and last day of the curated sales a run read: lineage tags."""
+    if not root:
+        return {}
+    days = Lake(root).partitions("curated", "sales_lines")
+    return {"lake_first_dt": str(min(days)), "lake_last_dt": str(max(days))} if days else {}
+
+
+# the run tags every registered version carries, so a version says what made it on its own
+LINEAGE_TAGS = ("family", "git_commit", "config", "config_path", "lake", "lake_first_dt", "lake_last_dt",
+                "data_date", "mlflow.parentRunId", "retrain_date")
 
 
 def log_inputs(lake: Lake, tables: list[tuple[str, pd.DataFrame, str]]) -> None:
@@ -99,5 +113,21 @@ def register(family: str, python_model, artifacts: dict[str, str], input_example
             input_example=input_example,
             pip_requirements=[f"{p}=={package_version(p)}" for p in (*BASE_PACKAGES, *packages)])
     version = str(info.registered_model_version)
+    _record_lineage(family, version)
     set_alias(family, version, CANDIDATE)
     return version
+
+
+def _record_lineage(family: str, version: str) -> None:
+    """Copy the active run's lineage (lake days, dataset digests, git commit, config) onto the
+    model version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(mlflow.active_run().info.run_id)
+    lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_TAGS}
+    datasets = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    lineage["datasets"] = json.dumps(datasets, sort_keys=True)
+    for key, value in lineage.items():
+        client.set_model_version_tag(registered_name(family), version, key.replace("mlflow.", ""), value)

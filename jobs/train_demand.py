@@ -90,7 +90,7 @@ def _plots(evaluation: Evaluation, forecaster: DemandForecaster, folder: Path) -
 
 
 def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
-         artifact_root: str | None = None) -> TrainResult:
+         artifact_root: str | None = None, run_tags: dict | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray must be initialised."""
     import mlflow
 
@@ -115,6 +115,7 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
     tags = {"lake": str(lake.root), "lake_first_dt": str(first), "lake_last_dt": str(last_day),
             "layout": forecaster.layout_.describe(), "config_path": config_path or "defaults"}
     params = {"training_rows": forecaster.training_rows_, "origins": ",".join(str(o.origin) for o in evaluation.origins)}
+    tags.update(run_tags or {})  # e.g. the daily retrain's parent run
     with family_run("demand", tracking_uri, artifact_root, f"demand {last_day}", config, tags, params,
                     metrics) as (run, folder):
         log_inputs(lake, [("demand_daily", data.demand, "curated")])

@@ -102,7 +102,7 @@ def _plots(evaluation: Evaluation, recommender: SiteRecommender, folder: Path) -
 
 
 def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
-         artifact_root: str | None = None) -> TrainResult:
+         artifact_root: str | None = None, run_tags: dict | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray should be initialised (folds run as tasks)."""
     import mlflow
 
@@ -136,6 +136,7 @@ def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str
 
     tags = {"lake": str(lake.root), "data_date": str(data.data_date), "config_path": config_path or "defaults"}
     params = {"training_stores": len(table), "candidate_sites": len(data.sites), "cities": int(table["city"].nunique())}
+    tags.update(run_tags or {})  # e.g. the daily retrain's parent run
     with family_run("location", tracking_uri, artifact_root, f"location {data.data_date}", config, tags, params,
                     metrics) as (run, folder):
         log_inputs(lake, [("store_performance", data.performance, "curated"), ("candidate_sites", data.sites, "raw")])

@@ -70,7 +70,7 @@ def _plot(evaluation: Evaluation, folder: Path) -> Path:
 
 
 def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
-         artifact_root: str | None = None) -> TrainResult:
+         artifact_root: str | None = None, run_tags: dict | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray should be initialised (candidates run as tasks)."""
     import mlflow
 
@@ -93,6 +93,7 @@ def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str
 
     tags = {"lake": str(lake.root), "data_date": str(data.data_date), "config_path": config_path or "defaults"}
     params = {"members": len(data.members), "skus": len(data.products)}
+    tags.update(run_tags or {})  # e.g. the daily retrain's parent run
     with family_run("matching", tracking_uri, artifact_root, f"matching {data.data_date}", config, tags, params,
                     metrics) as (run, folder):
         log_inputs(lake, [("interactions", data.interactions, "curated"), ("members", data.members, "raw"),

@@ -1,0 +1,352 @@
+"""Job: the daily retrain. One command turns a new day of raw data into new champions.
+
+    validate the day (quarantine what fails) → incremental merge → train the families in
+    parallel (Ray tasks) → sanity-check and gate each candidate → promote or refuse → serving
+    follows the `champion` alias by itself
+
+Everything is logged under one parent MLflow run (experiment `quanyu-retrain`); each family's
+training run is its child (`mlflow.parentRunId`) in the family's own experiment.
+
+Idempotent and resumable: the state of each date lives in QUANYU_HOME/retrain/<date>.json and is
+written after every step. A step whose inputs did not change since it finished is not redone, so
+the same date twice promotes nothing new, and a run killed half-way finishes the rest when started
+again. Exit status: 0 done (promoted or not), 1 data rejected, 2 failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from jobs.families import FAMILY_JOBS
+from jobs.promotion import DEFAULT_GATES, Gate, alias_version, decide, promote, refuse, sanity_problems, version_metrics
+from lake.store import Lake
+from models.config import FamilyConfig
+from models.registry import CHAMPION
+
+EXIT_DONE, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
+Family = Literal["demand", "matching", "location"]
+
+
+class RetrainConfig(FamilyConfig):
+    """configs/retrain.yaml."""
+
+    families: list[Family] = Field(default_factory=lambda: ["demand", "matching", "location"])
+    parallel: bool = Field(True, description="train the families at once (each a Ray task), else one after another")
+    configs: dict[Family, str] = Field(default_factory=dict,
+                                       description="family config files [default: configs/<family>.yaml]")
+    gates: dict[Family, Gate] = Field(default_factory=lambda: dict(DEFAULT_GATES))
+
+
+@dataclass
+class FamilyOutcome:
+    family: str
+    status: str = "pending"  # trained → promoted | refused; failed; skipped (done earlier)
+    version: str | None = None
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    champion_version: str | None = None
+    champion_metric: float | None = None
+    reason: str = ""
+    seconds: float = 0.0
+    rows: int | None = None
+
+
+@dataclass
+class RetrainResult:
+    date: str
+    exit_code: int = EXIT_DONE
+    message: str = ""
+    quarantined: list[dict] = field(default_factory=list)
+    merged_days: int = 0
+    families: dict[str, FamilyOutcome] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
+    parent_run_id: str | None = None
+    resumed: list[str] = field(default_factory=list)
+
+
+# --- state ------------------------------------------------------------------------------------------
+
+class State:
+    """What is finished for one date; rewritten (atomically) after every step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str, default=None):
+        return self.data.get(key, default)
+
+    def put(self, key: str, value) -> None:
+        self.data[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        tmp.replace(self.path)
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_digest(lake: Lake) -> str:
+    """What the families would read: the merge manifest (a fingerprint of every merged raw day)
+    and the dimension files."""
+    manifest = lake.table_dir("curated", "_manifest.json")
+    dims = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for t in ("products", "stores", "candidate_sites",
+                                                                          "members", "calendar", "promotions", "prices")
+            for p in lake.files("raw", t)]
+    return _digest([manifest.read_text() if manifest.exists() else "", dims])
+
+
+# --- training, in a Ray task --------------------------------------------------------------------------
+
+def _train_one(family: str, config_json: str, config_path: str | None, lake_root: str, tracking_uri: str,
+               artifact_root: str | None, run_tags: dict) -> dict:
+    spec = FAMILY_JOBS[family]
+    config = spec.config_class().model_validate_json(config_json)
+    result = spec.job().main(config, Lake(lake_root), tracking_uri, config_path=config_path,
+                             artifact_root=artifact_root, run_tags=run_tags)
+    return {"version": result.version, "run_id": result.run_id, "metrics": result.metrics,
+            "seconds": result.seconds}
+
+
+def _train_all(todo: list[str], configs: dict, lake: Lake, tracking_uri: str, artifact_root: str | None,
+               run_tags: dict, parallel: bool, on_done) -> None:
+    """Train each family as a Ray task (all at once when parallel, else one after another) and call
+    on_done(family, result or exception) as each one ends, so a finished family is gated and
+    recorded while the others still train."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_retries=0)(_train_one)
+    args = {f: (f, configs[f][0].model_dump_json(), configs[f][1], str(lake.root), tracking_uri, artifact_root,
+                run_tags) for f in todo}
+    queue = list(todo)
+    running: dict = {}
+    while queue or running:
+        while queue and (parallel or not running):
+            family = queue.pop(0)
+            running[remote.remote(*args[family])] = family
+        done, _ = ray.wait(list(running), num_returns=1)
+        family = running.pop(done[0])
+        try:
+            got = ray.get(done[0])
+        except Exception as exc:  # the task's error, or its worker / node died
+            got = exc
+        on_done(family, got)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    # a Ray task error ends with the original exception's line
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+# --- gate -------------------------------------------------------------------------------------------
+
+def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: Gate, tracking_uri: str) -> FamilyOutcome:
+    """Load the candidate as serving would, sanity-check it, compare with the champion, and move
+    the alias (or tag the refusal)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from serving.families import predictor_of
+
+    client = MlflowClient(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    outcome = FamilyOutcome(family, version=version, metrics=metrics)
+    champion = alias_version(client, family, CHAMPION)
+    if champion == version:
+        outcome.status, outcome.reason = "promoted", "already the champion"
+        return outcome
+    champion_metrics = version_metrics(client, family, champion) if champion else None
+    try:
+        predictor = predictor_of(family, mlflow.pyfunc.load_model(f"models:/quanyu-{family}/{version}"))
+        problems = sanity_problems(family, predictor)
+    except Exception as exc:
+        problems = [f"the registered version does not load: {_first_line(exc)}"]
+    decision = decide(gate, metrics, champion_metrics, champion, problems)
+    outcome.champion_version, outcome.champion_metric = champion, decision.champion_metric
+    outcome.reason = decision.reason
+    if decision.promote:
+        promote(client, family, version, decision.reason, by="retrain")
+        outcome.status = "promoted"
+    else:
+        refuse(client, family, version, decision.reason)
+        outcome.status = "refused"
+    return outcome
+
+
+# --- the job ----------------------------------------------------------------------------------------
+
+def latest_raw_day(lake: Lake) -> dt.date | None:
+    from lake.contract import FACT_TABLES
+
+    days = [d for t in FACT_TABLES for d in lake.partitions("raw", t)]
+    return max(days) if days else None
+
+
+def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date: dt.date | None = None,
+         families: list[str] | None = None, artifact_root: str | None = None, say=None) -> RetrainResult:
+    """Run (or finish) the daily retrain for `date`. Ray must be initialised."""
+    import mlflow
+
+    from jobs import merge, validate
+    from lake.contract import FACT_TABLES
+    from models.registry import use_experiment
+
+    started = time.monotonic()
+    say = say or (lambda line: print(f"retrain: {line} [{time.monotonic() - started:.0f} s]", file=sys.stderr,
+                                     flush=True))
+    families = families or list(config.families)
+    date = date or latest_raw_day(lake)
+    result = RetrainResult(date=str(date))
+    if date is None or not any(lake.files("raw", t, date) for t in FACT_TABLES):
+        result.exit_code = EXIT_REJECTED
+        result.message = (f"no raw sales for {date or 'any day'} under {lake.root}/raw; load the day's "
+                          "online_orders / pos_transactions partitions first")
+        return result
+    state = State(home / "retrain" / f"{date}.json")
+
+    # 1. validate the day, quarantining partitions that fail
+    from jobs.merge import _fingerprint
+
+    fingerprint = _fingerprint(lake, date)
+    t0 = time.monotonic()
+    if state.get("validated") == fingerprint and fingerprint:
+        result.resumed.append("validate")
+        result.quarantined = state.get("quarantined", [])
+    else:
+        checked = validate.main(validate.ValidateConfig(quarantine=True, dates=[date]), lake)
+        if checked.rejected:
+            result.exit_code = EXIT_REJECTED
+            result.message = "the lake was rejected: " + "; ".join(
+                f"{v.table} {v.rule}: {v.message}" for v in checked.violations[:5])
+            return result
+        result.quarantined = [{**q, "partition": str(q["partition"]), "rules": sorted(
+            {v.rule for v in checked.violations if v.table == q["table"] and str(v.partition) == str(q["partition"])})}
+            for q in checked.quarantined]
+        for q in result.quarantined:
+            say(f"quarantined {q['table']} {q['partition']} ({', '.join(q['rules'])}) to {q['to']}")
+        state.put("quarantined", result.quarantined)
+        state.put("validated", _fingerprint(lake, date))
+    result.steps["validate"] = round(time.monotonic() - t0, 1)
+
+    # 2. incremental merge (unchanged days are skipped by their fingerprints)
+    t0 = time.monotonic()
+    merged = merge.main(merge.MergeConfig(), lake)
+    if merged.exit_code:
+        result.exit_code = EXIT_FAILED
+        result.message = "merge failed: " + "; ".join(f"{k}: {v}" for k, v in merged.failed.items())
+        return result
+    result.merged_days = len(merged.merged)
+    result.steps["merge"] = round(time.monotonic() - t0, 1)
+    say(f"merged {len(merged.merged)} new or changed day(s), {merged.skipped} unchanged")
+
+    # 3. which families still need work: not finished on these data with this config and code
+    from jobs.tracking import git_commit
+
+    data = data_digest(lake)
+    configs = {f: FAMILY_JOBS[f].config(config.configs.get(f)) for f in families}
+    keys = {f: _digest([data, configs[f][0].model_dump(mode="json"), config.gates[f].model_dump(), git_commit()])
+            for f in families}
+    finished = state.get("families", {})
+    todo = []
+    for f in families:
+        done = finished.get(f)
+        if done and done.get("key") == keys[f] and done.get("status") in ("promoted", "refused"):
+            result.families[f] = FamilyOutcome(**{k: v for k, v in done.items() if k != "key"})
+            result.families[f].status = f"{done['status']} (earlier run)"
+            result.resumed.append(f)
+        else:
+            todo.append(f)
+
+    # 4. the parent run (resumed when this date's run was interrupted)
+    mlflow.set_tracking_uri(tracking_uri)
+    use_experiment("quanyu-retrain", artifact_root)
+    parent_id = state.get("parent_run_id")
+    try:
+        parent = mlflow.start_run(run_id=parent_id) if parent_id else mlflow.start_run(run_name=f"retrain {date}")
+    except Exception:
+        parent = mlflow.start_run(run_name=f"retrain {date}")
+    with parent:
+        result.parent_run_id = parent.info.run_id
+        state.put("parent_run_id", parent.info.run_id)
+        mlflow.set_tags({"retrain_date": str(date), "families": ",".join(families), "data_digest": data})
+        t0 = time.monotonic()
+
+        def finished_training(f: str, got) -> None:  # gate and record one family as soon as it is trained
+            if isinstance(got, Exception):
+                say(f"{f}: training failed: {_first_line(got)}")
+                result.families[f] = FamilyOutcome(f, status="failed", reason=_first_line(got))
+                return
+            say(f"{f}: trained v{got['version']} in {got['seconds']:.0f} s")
+            outcome = gate_candidate(f, got["version"], got["metrics"], config.gates[f], tracking_uri)
+            outcome.run_id, outcome.seconds = got["run_id"], got["seconds"]
+            result.families[f] = outcome
+            finished[f] = {**asdict(outcome), "key": keys[f]}
+            state.put("families", finished)
+            say(f"{f}: v{outcome.version} {outcome.status}: {outcome.reason}")
+
+        if todo:
+            say(f"training {', '.join(todo)}" + (" in parallel" if config.parallel and len(todo) > 1 else ""))
+            tags = {"mlflow.parentRunId": parent.info.run_id, "retrain_date": str(date)}
+            _train_all(todo, configs, lake, tracking_uri, artifact_root, tags, config.parallel, finished_training)
+        result.steps["train_and_gate"] = round(time.monotonic() - t0, 1)
+        result.families = {f: result.families[f] for f in families if f in result.families}  # the asked order
+
+        for f, outcome in result.families.items():
+            mlflow.set_tag(f"{f}.outcome", f"{outcome.status}: {outcome.reason}"[:4000])
+            mlflow.log_metric(f"{f}_promoted", float(outcome.status == "promoted"))
+            if outcome.seconds:
+                mlflow.log_metric(f"{f}_seconds", outcome.seconds)
+        mlflow.log_metrics({f"step_{k}_seconds": v for k, v in result.steps.items()})
+        mlflow.log_dict({"date": str(date), "quarantined": result.quarantined,
+                         "families": {f: asdict(o) for f, o in result.families.items()}}, "summary.json")
+        if any(o.status == "failed" for o in result.families.values()):
+            result.exit_code = EXIT_FAILED
+            result.message = "; ".join(f"{f} failed: {o.reason}" for f, o in result.families.items()
+                                       if o.status == "failed")
+    result.steps["total"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def summary_lines(result: RetrainResult, gates: dict[str, Gate]) -> list[str]:
+    """The table `quanyu retrain` prints."""
+    lines = [f"retrain {result.date}: " + {EXIT_DONE: "done", EXIT_REJECTED: "data rejected",
+                                          EXIT_FAILED: "failed"}[result.exit_code]
+             + (f" — {result.message}" if result.message else "")]
+    for q in result.quarantined:
+        lines.append(f"  quarantined: {q['table']} {q['partition']} ({', '.join(q['rules'])}), {q['rows']:,} rows, "
+                     f"moved to {q['to']}")
+    if result.resumed:
+        lines.append(f"  already done earlier for these data: {', '.join(result.resumed)}")
+    if not result.families:
+        return lines
+    lines.append(f"  {'family':<9} {'version':>7}  {'metric':<28} {'baselines':<40} {'champion':<16} "
+                 f"{'outcome':<10} {'seconds':>7}")
+    for f, o in result.families.items():
+        gate = gates[f]
+        metric = o.metrics.get(gate.metric)
+        base = ", ".join(f"{b.removeprefix(gate.metric + '_')} {o.metrics[b]:.3f}" for b in gate.beat
+                         if b in o.metrics)
+        champion = (f"v{o.champion_version} {o.champion_metric:.3f}" if o.champion_version and o.champion_metric
+                    is not None else "none")
+        shown = f"{gate.metric} {metric:.4f}" if metric is not None else "-"
+        lines.append(f"  {f:<9} {('v' + o.version) if o.version else '-':>7}  {shown:<28} {base:<40} "
+                     f"{champion:<16} {o.status.split(' ')[0]:<10} {o.seconds:>7.0f}")
+        lines.append(f"  {'':<9} {'':>7}  why: {o.reason}")
+    lines.append("  steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.steps.items()))
+    if result.parent_run_id:
+        lines.append(f"  MLflow parent run {result.parent_run_id} (experiment quanyu-retrain)")
+    return lines
+

@@ -1,0 +1,219 @@
+"""The daily retrain end to end: `quanyu retrain` in its own process, submitted to a 2-node local
+Ray cluster (`ray.cluster_utils.Cluster`), on a copy of the tiny lake whose last day arrives with
+a broken partition. Then: the same date again changes nothing, a worse config is refused with its
+reason, a run killed half-way finishes the rest when started again, and the registry commands
+promote and roll back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from lake.store import Lake
+from tests.models.test_demand import FAST as DEMAND_FAST
+from tests.models.test_matching import FAST as MATCHING_FAST
+
+QUANYU = str(Path(sys.executable).parent / "quanyu")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes (1 CPU each) that this test process does not join: the CLI connects to them."""
+    from ray.cluster_utils import Cluster
+
+    made = Cluster(initialize_head=True, connect=False,
+                   head_node_args={"num_cpus": 1, "object_store_memory": 150 * 2**20, "include_dashboard": False})
+    made.add_node(num_cpus=1, object_store_memory=150 * 2**20)
+    made.wait_for_nodes()
+    yield made
+    made.shutdown()
+
+
+@pytest.fixture(scope="module")
+def home(tiny_lake, tmp_path_factory) -> Path:
+    """QUANYU_HOME with a raw-only copy of the tiny lake, fast family configs and a retrain config."""
+    home = tmp_path_factory.mktemp("retrain")
+    shutil.copytree(tiny_lake.root / "raw", home / "lake" / "raw")
+    shutil.copytree(tiny_lake.root / "truth", home / "lake" / "truth")
+    (home / "demand.yaml").write_text(yaml.safe_dump(DEMAND_FAST.model_dump(mode="json")))
+    (home / "matching.yaml").write_text(yaml.safe_dump(MATCHING_FAST.model_dump(mode="json")))
+    retrain = yaml.safe_load((Path(__file__).parents[2] / "configs" / "retrain.yaml").read_text())
+    retrain["configs"] = {"demand": str(home / "demand.yaml"), "matching": str(home / "matching.yaml")}
+    (home / "retrain.yaml").write_text(yaml.safe_dump(retrain))
+    return home
+
+
+def quanyu(home: Path, *args: str, address: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(QUANYU_HOME=str(home), PYTHONUNBUFFERED="1")
+    head = ["--ray-address", address] if address else []
+    return subprocess.run([QUANYU, *head, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def versions(home: Path, family: str) -> list[str]:
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    return sorted((str(v.version) for v in client.search_model_versions(f"name='quanyu-{family}'")), key=int)
+
+
+def champion(home: Path, family: str) -> str | None:
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    try:
+        return str(client.get_model_version_by_alias(f"quanyu-{family}", "champion").version)
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="module")
+def first(home, cluster):
+    """The first daily run: the last day's POS partition arrives with refunds of the wrong sign."""
+    lake = Lake(home / "lake")
+    day = max(lake.partitions("raw", "pos_transactions"))
+    path = lake.files("raw", "pos_transactions", day)[0]
+    table = pq.read_table(path)
+    quantity = table.column("quantity").to_pylist()
+    quantity[0] = -abs(quantity[0]) if not table.column("is_refund")[0].as_py() else abs(quantity[0])
+    column = table.schema.get_field_index("quantity")
+    pq.write_table(table.set_column(column, "quantity", pa.array(quantity, table.schema.field(column).type)), path)
+    got = quanyu(home, "retrain", "--lake", str(home / "lake"), "--config", str(home / "retrain.yaml"),
+                 "--date", str(day), address=cluster.address)
+    return got, day
+
+
+def test_a_full_retrain_trains_gates_promotes_and_reports(first, home):
+    got, day = first
+    assert got.returncode == 0, got.stdout + got.stderr[-3000:]
+    out = got.stdout
+    assert f"retrain {day}: done" in out
+    assert f"quarantined: pos_transactions {day}" in out and "refund_sign" in out  # said, and the rest trained
+    assert (home / "lake" / "quarantine").exists()
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip().split(" ")[0] in
+             ("demand", "matching", "location")}
+    assert "promoted" in lines["demand"] and "promoted" in lines["matching"]
+    # two stores a city: no site model beats the baselines, and the gate says so
+    assert "refused" in lines["location"] and "does not beat spearman_" in out
+    assert champion(home, "demand") == "1" and champion(home, "matching") == "1" and champion(home, "location") is None
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    refused = client.get_model_version("quanyu-location", "1")
+    assert "does not beat" in refused.tags["refused"]
+    # lineage on the version itself
+    demand = client.get_model_version("quanyu-demand", "1")
+    assert demand.tags["lake_last_dt"] <= str(day) and demand.tags["git_commit"]
+    assert json.loads(demand.tags["config"])["training"]["num_boost_round"] == DEMAND_FAST.training.num_boost_round
+    assert "demand_daily" in json.loads(demand.tags["datasets"])
+    # one parent run, one child per family
+    parent = client.search_runs([client.get_experiment_by_name("quanyu-retrain").experiment_id])[0]
+    children = client.search_runs([client.get_experiment_by_name(f"quanyu-{f}").experiment_id
+                                   for f in ("demand", "matching", "location")],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["family"] for r in children) == ["demand", "location", "matching"]
+    assert parent.data.metrics["demand_promoted"] == 1.0 and parent.data.metrics["location_promoted"] == 0.0
+
+
+def test_the_same_date_again_changes_nothing(first, home, cluster):
+    _, day = first
+    manifest = (home / "lake" / "curated" / "_manifest.json").read_text()
+    before = {f: versions(home, f) for f in ("demand", "matching", "location")}
+    again = quanyu(home, "retrain", "--lake", str(home / "lake"), "--config", str(home / "retrain.yaml"),
+                   "--date", str(day), address=cluster.address)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already done earlier for these data: validate, demand, matching, location" in again.stdout
+    assert {f: versions(home, f) for f in before} == before
+    assert (home / "lake" / "curated" / "_manifest.json").read_text() == manifest
+    assert champion(home, "demand") == "1"
+
+
+def test_a_worse_config_is_refused_with_its_reason(first, home, cluster):
+    _, day = first
+    worse = DEMAND_FAST.model_dump(mode="json")
+    worse["training"]["num_boost_round"] = 2  # a model that has barely started learning
+    (home / "demand-worse.yaml").write_text(yaml.safe_dump(worse))
+    config = yaml.safe_load((home / "retrain.yaml").read_text())
+    config["configs"]["demand"] = str(home / "demand-worse.yaml")
+    (home / "retrain-worse.yaml").write_text(yaml.safe_dump(config))
+    got = quanyu(home, "retrain", "--lake", str(home / "lake"), "--config", str(home / "retrain-worse.yaml"),
+                 "--date", str(day), "--families", "demand", address=cluster.address)
+    assert got.returncode == 0, got.stderr[-3000:]
+    new = versions(home, "demand")[-1]
+    assert new != "1" and champion(home, "demand") == "1"
+    reason = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_model_version("quanyu-demand", new).tags["refused"]
+    assert "does not beat wrmsse_seasonal_naive" in reason or "worse than champion v1" in reason
+    assert "refused" in got.stdout
+
+    # by hand: promote the refused version, then roll back to v1
+    promoted = quanyu(home, "models", "promote", "demand", new)
+    assert promoted.returncode == 0 and f"champion v1 -> v{new}" in promoted.stdout
+    assert champion(home, "demand") == new
+    back = quanyu(home, "models", "rollback", "demand")
+    assert back.returncode == 0 and f"v{new} -> v1 (rolled back)" in back.stdout and champion(home, "demand") == "1"
+    shown = quanyu(home, "models", "show", "demand")
+    assert f"v{new}" in shown.stdout and "champion" in shown.stdout and "lake 20" in shown.stdout
+    listed = quanyu(home, "models", "list")
+    assert listed.returncode == 0 and "demand" in listed.stdout and "v1" in listed.stdout
+    missing = quanyu(home, "models", "promote", "demand", "99")
+    assert missing.returncode != 0 and "has no version 99" in missing.stderr
+    nothing = quanyu(home, "models", "rollback", "location")
+    assert nothing.returncode != 0 and "no champion to roll back" in nothing.stderr
+
+
+def test_a_run_killed_half_way_finishes_the_rest_when_started_again(first, home, cluster):
+    """A new day arrives (the next date's state is empty); the run trains the families one after
+    another and is killed once the first is recorded; started again, it does only the rest."""
+    _, day = first
+    config = yaml.safe_load((home / "retrain.yaml").read_text())
+    config["parallel"] = False
+    config["configs"]["demand"] = str(home / "demand.yaml")
+    (home / "retrain-seq.yaml").write_text(yaml.safe_dump(config))
+    before = {f: versions(home, f) for f in ("demand", "matching", "location")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(QUANYU_HOME=str(home), QUANYU_DEBUG="")
+    args = [QUANYU, "--ray-address", cluster.address, "retrain", "--lake", str(home / "lake"), "--config",
+            str(home / "retrain-seq.yaml"), "--date", str(day), "--families", "location,matching"]
+    state = home / "retrain" / f"{day}.json"
+    # this date's families are done already: forget them (keep the validated day) so that the
+    # run has training to do, as on a new day
+    kept = {k: v for k, v in json.loads(state.read_text()).items() if k not in ("families", "parent_run_id")}
+    state.write_text(json.dumps(kept))
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text()).get("families"):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed: " + process.stdout.read()[-2000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done = json.loads(state.read_text())["families"]
+    assert list(done) == ["location"]
+    mid = {f: versions(home, f) for f in before}
+    assert len(mid["location"]) == len(before["location"]) + 1
+
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already done earlier for these data: validate, location" in again.stdout
+    after = {f: versions(home, f) for f in before}
+    assert after["location"] == mid["location"]  # not trained twice
+    assert len(after["matching"]) == len(before["matching"]) + 1
+
+
+def test_bad_input_gets_a_message_and_an_exit_status(home):
+    assert quanyu(home, "retrain", "--lake", str(home / "lake"), "--families", "stock").returncode == 2
+    got = quanyu(home, "retrain", "--lake", str(home / "lake"), "--families", "stock")
+    assert "unknown family stock" in got.stderr and "Traceback" not in got.stderr
+    empty = quanyu(home, "retrain", "--lake", str(home / "nothing-here"))
+    assert empty.returncode == 1 and "no raw sales" in empty.stdout + empty.stderr
+    bad_date = quanyu(home, "retrain", "--lake", str(home / "lake"), "--date", "yesterday")
+    assert bad_date.returncode == 2 and "is not a date" in bad_date.stderr
