@@ -261,6 +261,145 @@ def retrain_cmd(ctx, lake, date, families, config_path) -> None:
     sys.exit(result.exit_code)
 
 
+@cli.group("jobs")
+def jobs_cmd() -> None:
+    """Run quanyu commands on a remote Ray cluster through the Ray Jobs API."""
+
+
+_address_option = click.option("--address", required=True, help="The cluster's job server, e.g. http://HEAD:8265.")
+
+
+def _jobs_auth(address: str) -> None:
+    """The token of a cluster `quanyu cluster up` started (other clusters: set RAY_AUTH_MODE=token
+    and RAY_AUTH_TOKEN yourself, docs/cluster.md)."""
+    from jobs import cluster
+
+    os.environ.update(cluster.auth_env(_runtime(click.get_current_context(), None).home, address))
+
+
+def _remote(call, *args):
+    try:
+        return call(*args)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # the job server's answer: an unknown job id, …
+        raise click.ClickException(f"the job server refused: {str(exc).splitlines()[0][:300]}") from None
+
+
+@jobs_cmd.command("submit", context_settings={"ignore_unknown_options": True})
+@_address_option
+@click.option("--no-wait", is_flag=True, help="Print the job id and return; `quanyu jobs logs` shows the rest.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def jobs_submit(address, no_wait, command) -> None:
+    """Submit `quanyu COMMAND…` (after --) with this project as working_dir; stream its logs and
+    exit with its exit status. Example: quanyu jobs submit --address http://HEAD:8265 -- retrain --date 2026-11-24"""
+    from jobs import submit
+
+    _jobs_auth(address)
+    job_id = _remote(submit.submit, address, list(command))
+    click.echo(f"submitted {job_id}: quanyu {' '.join(command)}", err=True)
+    if no_wait:
+        click.echo(job_id)
+        return
+    try:
+        _remote(submit.stream, address, job_id)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; the job goes on: quanyu jobs status --address {address} {job_id}", err=True)
+        sys.exit(130)
+    final = _remote(submit.wait, address, job_id, 60.0)
+    code = _remote(submit.exit_code, address, job_id)
+    click.echo(f"{job_id}: {final} (exit {code})", err=True)
+    sys.exit(code)
+
+
+@jobs_cmd.command("status")
+@_address_option
+@click.argument("job_id")
+def jobs_status(address, job_id) -> None:
+    """A job's status and message."""
+    from jobs import submit
+
+    _jobs_auth(address)
+    info = _remote(submit.status, address, job_id)
+    click.echo(f"{info['job_id']}: {info['status']}  {info['entrypoint']}" + (f"\n  {info['message']}" if info["message"] else ""))
+
+
+@jobs_cmd.command("logs")
+@_address_option
+@click.argument("job_id")
+def jobs_logs(address, job_id) -> None:
+    """A job's logs so far."""
+    from jobs import submit
+
+    _jobs_auth(address)
+    click.echo(_remote(submit.logs, address, job_id), nl=False)
+
+
+@jobs_cmd.command("stop")
+@_address_option
+@click.argument("job_id")
+def jobs_stop(address, job_id) -> None:
+    """Stop a running job."""
+    from jobs import submit
+
+    _jobs_auth(address)
+    stopped = _remote(submit.stop, address, job_id)
+    click.echo(f"{job_id}: " + ("stopping" if stopped else "already finished"))
+
+
+@cli.group("cluster")
+def cluster_cmd() -> None:
+    """A local autoscaling Ray cluster (fake multi-node provider) to watch a job grow and shrink it."""
+
+
+@cluster_cmd.command("up")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
+              default=str(CONFIGS / "cluster" / "local.yaml"), show_default=True)
+@click.option("--port", type=click.IntRange(1024, 65535), default=None, help="The head's port [default: a free one].")
+@click.pass_context
+def cluster_up(ctx, config_path, port) -> None:
+    """Start a head with no CPUs and the autoscaler; workers come when tasks need them."""
+    from jobs import cluster
+
+    runtime = _runtime(ctx, None)
+    try:
+        info = cluster.up(Path(config_path), runtime.home, port)
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"local cluster up at {info['address']} (pid {info['pid']}, log {info['log']})\n"
+               f"  run on it:  quanyu --ray-address {info['address']} retrain\n"
+               f"  or submit:  quanyu jobs submit --address {info['jobs']} -- retrain\n"
+               f"  watch it:   quanyu cluster status   (or: ray status --address {info['address']})\n"
+               "  stop it:    quanyu cluster down")
+
+
+@cluster_cmd.command("status")
+@click.pass_context
+def cluster_status(ctx) -> None:
+    """The local cluster's nodes now."""
+    from jobs import cluster
+
+    runtime = _runtime(ctx, None)
+    info = cluster._state(runtime.home)
+    if info is None:
+        raise click.ClickException("no local cluster is up; quanyu cluster up")
+    try:
+        found = cluster.nodes(info["address"], runtime.home)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    workers = [n for n in found if not n["head"]]
+    click.echo(f"{info['address']}: head + {len(workers)} worker node(s), {sum(n['cpus'] for n in workers):g} CPU(s)")
+
+
+@cluster_cmd.command("down")
+@click.pass_context
+def cluster_down(ctx) -> None:
+    """Stop the head, the autoscaler and every worker node."""
+    from jobs import cluster
+
+    click.echo(cluster.down(_runtime(ctx, None).home))
+
+
 @cli.group("models")
 def models_cmd() -> None:
     """The registry: what each family serves, every version's gate and lineage, promote and roll back."""
@@ -371,7 +510,8 @@ def serve_cmd(ctx, host, port, alias, poll_seconds, detach) -> None:
             raise click.ClickException(str(exc)) from None
         click.echo(f"serving at {info['url']} (pid {info['pid']}, log {info['log']})")
         for f in info["families"]:
-            click.echo(f"  {f['family']:<9} quanyu-{f['family']} v{f['version']} ({alias})")
+            click.echo(f"  {f['family']:<9} quanyu-{f['family']} " + (f"v{f['version']} ({alias})" if f["version"] else
+                  f"no {alias} yet: its endpoints answer 503 until one is promoted"))
         if info["key"]:
             click.echo(f"API key (kept in {runtime.home / 'api_key'}): {info['key']}")
         click.echo(f"API docs: {info['url']}/docs · planner's page: {info['url']}/planner")
@@ -451,37 +591,60 @@ def predict_demand(ctx, lake, alias) -> None:
 
 @cli.command("demo")
 @click.option("--scale", type=click.Choice(list(SCALES)), default="small", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @lake_option
 @click.pass_context
-def demo(ctx, scale, lake) -> None:
-    """Generate the lake if missing, validate and merge it, print a summary and what to do next."""
-    from jobs import describe, generate, merge, validate
+def demo(ctx, scale, port, lake) -> None:
+    """The whole loop on generated data: the lake (generated if missing, validated), the daily
+    retrain, serving in the background; then the URLs to look at."""
+    from jobs import describe, generate, retrain, serve, validate
 
     runtime = _runtime(ctx, lake)
     lake = runtime.lake
     ensure_ray(runtime)
     if not lake.files("raw", "products"):
-        click.echo(f"1/3 generating the {scale} lake under {lake.root} …")
+        click.echo(f"1/4 generating the {scale} lake under {lake.root} …")
         res = generate.main(generate.GenerateConfig(scale=scale), lake)
         click.echo(f"    {sum(res.lines.values()):,} sales lines, {res.start} … {res.end}, {res.seconds} s")
     else:
-        click.echo(f"1/3 lake already at {lake.root}")
-    click.echo("2/3 validating …")
+        click.echo(f"1/4 lake already at {lake.root}")
+    click.echo("2/4 validating every day …")
     checked = validate.main(validate.ValidateConfig(quarantine=True), lake)
     click.echo(f"    {len(checked.violations)} problem(s), {len(checked.quarantined)} partition(s) quarantined, {checked.seconds} s")
     if checked.rejected:
         for v in checked.violations[:20]:
             click.echo(v.line())
         ctx.exit(1)
-    click.echo("3/3 merging …")
-    merged = merge.main(merge.MergeConfig(), lake)
-    click.echo(f"    {len(merged.merged)} day(s) merged, {merged.skipped} unchanged, {merged.seconds} s\n")
+    click.echo("3/4 the daily retrain (merge, train the three families, gate, promote) …")
+    path = CONFIGS / "retrain.yaml"
+    config = retrain.RetrainConfig.from_yaml(path) if path.exists() else retrain.RetrainConfig()
+    result = retrain.main(config, lake, runtime.tracking_uri, runtime.home, artifact_root=runtime.artifact_root)
+    for line in retrain.summary_lines(result, config.gates):
+        click.echo("    " + line)
+    if result.exit_code:
+        ctx.exit(result.exit_code)
     click.echo(_describe_text(describe.main(lake)))
-    click.echo("\nNext:\n"
-               f"  .venv/bin/quanyu data describe --lake {lake.root}\n"
-               "  the contract of every table: docs/lake.md\n"
-               "  the curated tables: python -c \"import pyarrow.dataset as d; "
-               f"print(d.dataset('{lake.root}/curated/demand_daily', partitioning='hive').head(5))\"")
+    click.echo("4/4 serving the champions in the background …")
+    import ray
+
+    ray.shutdown()  # the server runs its own Ray in its own process
+    try:
+        info = serve.detach(runtime, "127.0.0.1", port, "champion", 10.0)
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for f in info["families"]:
+        click.echo(f"    {f['family']:<9} " + (f"quanyu-{f['family']} v{f['version']}" if f["version"] else
+                                              "no champion: the gate refused every candidate (see above)"))
+    url = info["url"]
+    click.echo(f"""
+Open:
+  API docs        {url}/docs
+  planner's page  {url}/planner
+  API key         {runtime.home / 'api_key'} (admin key: {runtime.home / 'admin_key'})
+  MLflow UI       .venv/bin/mlflow ui --backend-store-uri {runtime.tracking_uri} --host 127.0.0.1 --port 5000
+  the registry    .venv/bin/quanyu models list
+Stop serving:     .venv/bin/quanyu serve stop
+""")
 
 
 @cli.group()

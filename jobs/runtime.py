@@ -58,11 +58,15 @@ def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if runtime.ray_address:
+        from jobs.cluster import auth_env
+
+        os.environ.update(auth_env(runtime.home, runtime.ray_address))  # `quanyu cluster up`'s token
         ray.init(address=runtime.ray_address, log_to_driver=True)
         return
     temp_dir = ray_temp_dir(runtime.home)
     if temp_dir is None:
         print(f"note: Ray's session files go to /tmp/ray: {runtime.home / 'ray'} is longer than "
               f"{RAY_TEMP_DIR_MAX} characters, too long for Ray's sockets", file=sys.stderr)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, configure_logging=True,
+    # address="local": always a Ray of our own, never one a `ray start` on this machine left running
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, configure_logging=True,
              logging_level="WARNING", _temp_dir=temp_dir)

@@ -52,7 +52,25 @@ def ensure_keys(home: Path) -> tuple[str | None, str | None]:
     return user, admin
 
 
-def families_ready(url: str, key: str) -> tuple[bool, list[dict]]:
+def with_alias(tracking_uri: str, alias: str) -> set[str]:
+    """The families whose registered model has `alias` now: the ones serving must load before it
+    counts as up (a family with no champion yet answers 503 until one is promoted)."""
+    from mlflow import MlflowClient
+
+    from serving.families import FAMILIES
+
+    client, found = MlflowClient(tracking_uri), set()
+    for family in FAMILIES:
+        try:
+            client.get_model_version_by_alias(f"quanyu-{family}", alias)
+            found.add(family)
+        except Exception:  # no such model or alias (or the store is down: then serving says so)
+            pass
+    return found
+
+
+def families_ready(url: str, key: str, expected: set[str] | None = None) -> tuple[bool, list[dict]]:
+    """(every expected family serves a version, /v1/models' families); expected None: all."""
     try:
         got = requests.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5)
     except requests.RequestException:
@@ -60,15 +78,16 @@ def families_ready(url: str, key: str) -> tuple[bool, list[dict]]:
     if got.status_code != 200:
         return False, []
     families = got.json()["families"]
-    return all(f["version"] for f in families), families
+    return all(f["version"] for f in families if expected is None or f["family"] in expected), families
 
 
-def wait_ready(url: str, key: str, timeout: float = READY_TIMEOUT_S, say=print) -> list[dict]:
-    """Wait until every family serves a version. Raises TimeoutError naming the families that do not."""
+def wait_ready(url: str, key: str, timeout: float = READY_TIMEOUT_S, say=print,
+               expected: set[str] | None = None) -> list[dict]:
+    """Wait until every expected family serves a version. Raises TimeoutError naming the ones that do not."""
     deadline = time.monotonic() + timeout
     families: list[dict] = []
     while time.monotonic() < deadline:
-        ok, families = families_ready(url, key)
+        ok, families = families_ready(url, key, expected)
         if ok:
             return families
         time.sleep(1.0)
@@ -95,10 +114,11 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        families = wait_ready(url, key, say=say)
+        families = wait_ready(url, key, say=say, expected=with_alias(runtime.tracking_uri, alias))
         say(f"serving at {url} (OpenAPI at {url}/docs, the planner's page at {url}/planner)")
         for f in families:
-            say(f"  {f['family']:<9} quanyu-{f['family']} v{f['version']} ({alias})")
+            say(f"  {f['family']:<9} quanyu-{f['family']} " + (f"v{f['version']} ({alias})" if f["version"] else
+                  f"no {alias} yet: its endpoints answer 503 until one is promoted"))
         if user:
             say(f"API key (kept in {runtime.home / 'api_key'}): {user}")
         while not stopping["now"]:
@@ -129,12 +149,13 @@ def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: flo
     info = {"pid": process.pid, "url": url, "log": str(runtime.home / "serve.log")}
     state.write_text(json.dumps(info))
     key = user or os.environ["QUANYU_API_KEYS"].split(",")[0].strip()
+    expected = with_alias(runtime.tracking_uri, alias)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             state.unlink(missing_ok=True)
             raise RuntimeError(f"the server stopped while starting (exit {process.returncode}); see {info['log']}")
-        ok, families = families_ready(url, key)
+        ok, families = families_ready(url, key, expected)
         if ok:
             return {**info, "families": families, "key": user}
         time.sleep(1.0)

@@ -62,6 +62,25 @@ def quanyu(home: Path, *args: str, address: str | None = None, timeout: int = 60
     return subprocess.run([QUANYU, *head, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture
+def cli(home, monkeypatch, capsys):
+    """`quanyu …` in this process (for the commands that need no cluster): (exit status, out, err)."""
+    from jobs.cli import main
+
+    monkeypatch.setenv("QUANYU_HOME", str(home))
+    for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            main(list(args))
+        out = capsys.readouterr()
+        return done.value.code, out.out, out.err
+
+    return run
+
+
 def versions(home: Path, family: str) -> list[str]:
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     return sorted((str(v.version) for v in client.search_model_versions(f"name='quanyu-{family}'")), key=int)
@@ -135,7 +154,7 @@ def test_the_same_date_again_changes_nothing(first, home, cluster):
     assert champion(home, "demand") == "1"
 
 
-def test_a_worse_config_is_refused_with_its_reason(first, home, cluster):
+def test_a_worse_config_is_refused_with_its_reason(first, home, cluster, cli):
     _, day = first
     worse = DEMAND_FAST.model_dump(mode="json")
     worse["training"]["num_boost_round"] = 2  # a model that has barely started learning
@@ -153,19 +172,19 @@ def test_a_worse_config_is_refused_with_its_reason(first, home, cluster):
     assert "refused" in got.stdout
 
     # by hand: promote the refused version, then roll back to v1
-    promoted = quanyu(home, "models", "promote", "demand", new)
-    assert promoted.returncode == 0 and f"champion v1 -> v{new}" in promoted.stdout
+    code, out, _ = cli("models", "promote", "demand", new)
+    assert code == 0 and f"champion v1 -> v{new}" in out
     assert champion(home, "demand") == new
-    back = quanyu(home, "models", "rollback", "demand")
-    assert back.returncode == 0 and f"v{new} -> v1 (rolled back)" in back.stdout and champion(home, "demand") == "1"
-    shown = quanyu(home, "models", "show", "demand")
-    assert f"v{new}" in shown.stdout and "champion" in shown.stdout and "lake 20" in shown.stdout
-    listed = quanyu(home, "models", "list")
-    assert listed.returncode == 0 and "demand" in listed.stdout and "v1" in listed.stdout
-    missing = quanyu(home, "models", "promote", "demand", "99")
-    assert missing.returncode != 0 and "has no version 99" in missing.stderr
-    nothing = quanyu(home, "models", "rollback", "location")
-    assert nothing.returncode != 0 and "no champion to roll back" in nothing.stderr
+    code, out, _ = cli("models", "rollback", "demand")
+    assert code == 0 and f"v{new} -> v1 (rolled back)" in out and champion(home, "demand") == "1"
+    code, out, _ = cli("models", "show", "demand")
+    assert f"v{new}" in out and "champion" in out and "lake 20" in out and "refused:" in out
+    code, out, _ = cli("models", "list")
+    assert code == 0 and "demand" in out and "v1" in out
+    code, _, err = cli("models", "promote", "demand", "99")
+    assert code != 0 and "has no version 99" in err
+    code, _, err = cli("models", "rollback", "location")
+    assert code != 0 and "no champion to roll back" in err
 
 
 def test_a_run_killed_half_way_finishes_the_rest_when_started_again(first, home, cluster):
@@ -209,11 +228,10 @@ def test_a_run_killed_half_way_finishes_the_rest_when_started_again(first, home,
     assert len(after["matching"]) == len(before["matching"]) + 1
 
 
-def test_bad_input_gets_a_message_and_an_exit_status(home):
-    assert quanyu(home, "retrain", "--lake", str(home / "lake"), "--families", "stock").returncode == 2
-    got = quanyu(home, "retrain", "--lake", str(home / "lake"), "--families", "stock")
-    assert "unknown family stock" in got.stderr and "Traceback" not in got.stderr
-    empty = quanyu(home, "retrain", "--lake", str(home / "nothing-here"))
-    assert empty.returncode == 1 and "no raw sales" in empty.stdout + empty.stderr
-    bad_date = quanyu(home, "retrain", "--lake", str(home / "lake"), "--date", "yesterday")
-    assert bad_date.returncode == 2 and "is not a date" in bad_date.stderr
+def test_bad_input_gets_a_message_and_an_exit_status(home, cli):
+    code, _, err = cli("retrain", "--lake", str(home / "lake"), "--families", "stock")
+    assert code == 2 and "unknown family stock" in err and "Traceback" not in err
+    code, out, err = cli("retrain", "--lake", str(home / "nothing-here"))
+    assert code == 1 and "no raw sales" in out + err
+    code, _, err = cli("retrain", "--lake", str(home / "lake"), "--date", "yesterday")
+    assert code == 2 and "is not a date" in err

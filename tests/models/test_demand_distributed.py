@@ -39,7 +39,7 @@ def two_node_cluster(ray_session):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
 
 
 @pytest.mark.heavy

@@ -1,0 +1,94 @@
+"""The elastic cluster: Ray's autoscaler with the fake multi-node provider (configs/cluster/
+local.yaml) adds a worker node when tasks ask for CPUs the head does not have, and removes it
+once idle; and the cluster / KubeRay / Serve configs describe the application this project builds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs import cluster
+from serving.families import wait_until
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+QUANYU = str(Path(sys.executable).parent / "quanyu")
+
+
+def test_a_job_submitted_to_the_local_cluster_grows_it_and_it_shrinks_after(raw_copy, tmp_path):
+    """`quanyu jobs submit` sends `quanyu data validate` (Ray tasks over the lake's partitions) to a
+    head with no CPUs: the autoscaler adds worker nodes for it, the logs stream back, the job's
+    exit status is the command's, and the idle workers go away afterwards."""
+    home = tmp_path / "home"
+    info = cluster.up(CONFIGS / "cluster" / "local.yaml", home)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")},
+           "QUANYU_HOME": str(home)}
+    try:
+        workers = lambda: [n for n in cluster.nodes(info["address"], home) if not n["head"]]  # noqa: E731
+        assert workers() == [], "the head starts alone, with no CPU of its own"
+        asked = time.monotonic()
+        job = subprocess.Popen([QUANYU, "jobs", "submit", "--address", info["jobs"], "--", "data", "validate",
+                                "--lake", str(raw_copy.root)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        if not wait_until(lambda: len(workers()) >= 1 or job.poll() is not None, 120, 1.0) or not workers():
+            job.kill()
+            out, err = job.communicate()
+            pytest.fail(f"no worker node joined for the job: {out[-1500:]} {err[-1500:]}")
+        joined = time.monotonic() - asked
+        out, err = job.communicate(timeout=300)
+        assert job.returncode == 0, out[-2000:] + err[-2000:]
+        assert "submitted raysubmit_" in err and "SUCCEEDED (exit 0)" in err
+        assert "partitions" in out  # the command's own output, streamed back
+        print(f"request to a worker node joining: {joined:.1f} s")
+        # idle_timeout_minutes 0.1: the workers go once the work is done
+        assert wait_until(lambda: workers() == [], 120, 2.0), f"workers still up: {workers()}"
+
+        failing = subprocess.run([QUANYU, "jobs", "submit", "--address", info["jobs"], "--", "data", "validate",
+                                  "--lake", str(tmp_path / "no-lake")], env=env, capture_output=True, text=True,
+                                 timeout=300)
+        assert failing.returncode != 0 and "FAILED" in failing.stderr
+        job_id = failing.stderr.split("submitted ")[1].split(":")[0]
+        status = subprocess.run([QUANYU, "jobs", "status", "--address", info["jobs"], job_id], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "FAILED" in status.stdout
+        unknown = subprocess.run([QUANYU, "jobs", "status", "--address", info["jobs"], "raysubmit_nope"], env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    finally:
+        print(cluster.down(home))
+    assert not cluster._alive(info["pid"])
+
+
+def test_cluster_up_refuses_a_cloud_config_with_a_pointer(tmp_path):
+    with pytest.raises(ValueError, match="fake multi-node provider only"):
+        cluster.up(CONFIGS / "cluster" / "aws.yaml", tmp_path)
+
+
+def test_the_deployment_configs_name_what_the_application_deploys():
+    """serve.yaml and the RayService deploy serving.app:build with the deployments it binds; the
+    RayCronJob runs quanyu retrain on a cluster it deletes when the job ends."""
+    from serving.app import Family, Ingress
+    from serving.families import FAMILIES
+
+    names = {Ingress.name, *(f"{Family.name}-{f}" for f in FAMILIES)}
+    serve_yaml = yaml.safe_load((CONFIGS / "serve.yaml").read_text())
+    service = yaml.safe_load((CONFIGS / "kuberay" / "serve-rayservice.yaml").read_text())
+    for config in (serve_yaml, yaml.safe_load(service["spec"]["serveConfigV2"])):
+        app = config["applications"][0]
+        assert app["import_path"] == "serving.app:build"
+        assert {d["name"] for d in app["deployments"]} == names
+    cron = yaml.safe_load((CONFIGS / "kuberay" / "retrain-raycronjob.yaml").read_text())
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert cron["kind"] == "RayCronJob" and job["entrypoint"].startswith("quanyu retrain")
+    assert job["shutdownAfterJobFinishes"] is True and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    for spec in (job["rayClusterSpec"], service["spec"]["rayClusterConfig"]):
+        assert spec["authOptions"] == {"mode": "token"}
+        assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    local = yaml.safe_load((CONFIGS / "cluster" / "local.yaml").read_text())
+    assert local["provider"]["type"] == "fake_multinode" and local["available_node_types"]["cpu.worker"]["min_workers"] == 0
