@@ -698,6 +698,23 @@ def bench_matching(ctx, lake, out) -> None:
     matching_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "matching", config)
 
 
+@bench.command("retrain")
+@lake_option
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/retrain].")
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True, help="Autoscaling rounds.")
+@click.pass_context
+def bench_retrain(ctx, lake, out, repeats) -> None:
+    """The daily retrain's wall time by step against the families' own training jobs; the local
+    autoscaler's time to bring and remove a node."""
+    from benchmarks import retrain as retrain_bench
+
+    runtime = _runtime(ctx, lake)
+    if not runtime.lake.files("raw", "products"):
+        raise click.ClickException(f"no lake at {runtime.lake.root}; generate one (quanyu data generate --scale small)")
+    ensure_ray(runtime)
+    retrain_bench.main(runtime.lake, Path(out) if out else runtime.home / "bench" / "retrain", repeats)
+
+
 @bench.command("serving")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/serving].")
 @click.option("--seconds", type=click.FloatRange(1, 600), default=10.0, show_default=True, help="Per target, endpoint and concurrency.")

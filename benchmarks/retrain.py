@@ -1,0 +1,117 @@
+"""`quanyu bench retrain`: what the daily retrain costs beyond the training itself, and how fast the
+local autoscaler brings a node.
+
+- the whole retrain on a fresh copy of a lake's raw zone (validate the last day, merge every day,
+  train the three families in parallel, gate, promote), its steps, and its wall time as a ratio to
+  the sum of the families' own training jobs (what `quanyu train <family>` does for each, one
+  after another) — the goal is at most 1.5; below 1 means the parallel families paid for the rest;
+- the same retrain again on the same date (the idempotent path: nothing to do);
+- under `configs/cluster/local.yaml`: seconds from a job's request to the first worker node joining,
+  and to the last one leaving once the job is done (median of `repeats`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.lake import PeakMemory
+from lake.store import Lake
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def retrain_once(raw: Path, work: Path, say=print) -> dict:
+    from jobs import retrain
+
+    if work.exists():
+        shutil.rmtree(work)
+    lake = Lake(work / "lake")
+    shutil.copytree(raw, lake.root / "raw")
+    config = retrain.RetrainConfig.from_yaml(CONFIGS / "retrain.yaml")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    with PeakMemory() as memory:
+        started = time.monotonic()
+        result = retrain.main(config, lake, uri, work, artifact_root=str(work / "mlartifacts"))
+        wall = time.monotonic() - started
+    bare = bare_training(lake, work / "bare", say)
+    trained = sum(bare.values())
+    again_started = time.monotonic()
+    again = retrain.main(config, lake, uri, work, artifact_root=str(work / "mlartifacts"))
+    again_wall = time.monotonic() - again_started
+    out = {"wall_s": round(wall, 1), "steps_s": result.steps, "exit_code": result.exit_code,
+           "families": {f: {"status": o.status, "train_s": o.seconds, "version": o.version}
+                        for f, o in result.families.items()},
+           "training_jobs_alone_s": bare, "sum_of_training_jobs_s": round(trained, 1),
+           "ratio_to_training": round(wall / trained, 2) if trained else None,
+           "peak_rss_gb": round(memory.peak_bytes / 2**30, 2), "again_wall_s": round(again_wall, 1),
+           "again_resumed": again.resumed}
+    say(json.dumps(out, indent=1))
+    return out
+
+
+def bare_training(lake: Lake, work: Path, say=print) -> dict[str, float]:
+    """Each family's own training job alone, one after another, on the merged lake (the peer)."""
+    from jobs.families import FAMILY_JOBS
+
+    out = {}
+    for family, spec in FAMILY_JOBS.items():
+        config, path = spec.config()
+        started = time.monotonic()
+        spec.job().main(config, lake, f"sqlite:///{work / 'mlflow.db'}", config_path=path,
+                        artifact_root=str(work / "mlartifacts"))
+        out[family] = round(time.monotonic() - started, 1)
+        say(f"bare {family}: {out[family]} s")
+    return out
+
+
+WORK = """
+import sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+@ray.remote(num_cpus=1)
+def work():
+    time.sleep(2.0)
+    return time.time()
+print(min(ray.get([work.remote(), work.remote()])))
+"""
+
+
+def autoscaling(home: Path, repeats: int = 3, say=print) -> dict:
+    from jobs import cluster
+
+    joins, leaves = [], []
+    for _ in range(repeats):
+        info = cluster.up(CONFIGS / "cluster" / "local.yaml", home)
+        try:
+            env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+                   **cluster.auth_env(home, info["address"])}
+            asked = time.time()
+            done = subprocess.run([sys.executable, "-c", WORK, info["address"]], env=env, capture_output=True,
+                                  text=True, timeout=300)
+            started = float(done.stdout.strip().splitlines()[-1])
+            joins.append(started - asked)
+            finished = time.monotonic()
+            while [n for n in cluster.nodes(info["address"], home) if not n["head"]]:
+                time.sleep(1.0)
+            leaves.append(time.monotonic() - finished)
+        finally:
+            cluster.down(home)
+    out = {"request_to_first_task_on_a_new_node_s": round(statistics.median(joins), 1),
+           "job_end_to_last_worker_gone_s": round(statistics.median(leaves), 1), "repeats": repeats,
+           "idle_timeout_s": 6}
+    say(json.dumps(out, indent=1))
+    return out
+
+
+def main(lake: Lake, work: Path, repeats: int = 3) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"lake": str(lake.root), "retrain": retrain_once(lake.root / "raw", work / "retrain"),
+               "autoscaling": autoscaling(work / "cluster", repeats)}
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    return results
