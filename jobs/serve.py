@@ -95,16 +95,33 @@ def wait_ready(url: str, key: str, timeout: float = READY_TIMEOUT_S, say=print,
     raise TimeoutError(f"not every family answered within {timeout:.0f} s: {', '.join(missing) or 'no answer at all'}")
 
 
+def serve_config(path: Path | None = None) -> dict:
+    """The application entry of configs/serve.yaml (what `serve deploy` would apply): its
+    deployments' options and runtime env, so that `quanyu serve` runs the same settings."""
+    import yaml
+
+    path = path or Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
+    if not path.exists():
+        return {}
+    apps = yaml.safe_load(path.read_text()).get("applications", [])
+    return next((a for a in apps if a.get("import_path") == "serving.app:build"), {})
+
+
 def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: float, say=print) -> None:
     from ray import serve
 
     from serving.app import build
 
     user, _ = ensure_keys(runtime.home)
+    app = serve_config()
+    # the application's environment (RAY_SERVE_THROUGHPUT_OPTIMIZED, …) before Ray starts: its
+    # processes inherit it
+    os.environ.update({k: str(v) for k, v in app.get("runtime_env", {}).get("env_vars", {}).items()})
     ensure_ray(runtime)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build({"tracking_uri": runtime.tracking_uri, "alias": alias, "poll_seconds": poll_seconds}),
-              name="quanyu", route_prefix="/", blocking=False)
+    deployments = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments", [])}
+    serve.run(build({"tracking_uri": runtime.tracking_uri, "alias": alias, "poll_seconds": poll_seconds,
+                     "deployments": deployments}), name="quanyu", route_prefix="/", blocking=False)
     url = f"http://{host}:{port}"
     key = user or os.environ["QUANYU_API_KEYS"].split(",")[0].strip()
     stopping = {"now": False}

@@ -263,5 +263,29 @@ def build(args: dict) -> serve.Application:
     keys, admin = api_keys()
     if not keys and not admin:
         raise ValueError("no API key: set QUANYU_API_KEYS (comma-separated); quanyu serve creates one for you")
-    family = {f: Family.options(name=f"Family-{f}").bind(f, tracking_uri, alias, poll) for f in FAMILIES}
-    return Ingress.bind(family["demand"], family["matching"], family["location"], keys, admin)
+    options = _deployment_options(args.get("deployments") or {})
+    family = {f: Family.options(name=f"Family-{f}", **options.get(f"Family-{f}", {})).bind(f, tracking_uri, alias, poll)
+              for f in FAMILIES}
+    return Ingress.options(**options.get("Ingress", {})).bind(family["demand"], family["matching"], family["location"],
+                                                               keys, admin)
+
+
+DEPLOYMENT_OPTIONS = ("num_replicas", "max_ongoing_requests", "autoscaling_config", "ray_actor_options",
+                      "max_queued_requests", "graceful_shutdown_timeout_s")
+
+
+def _deployment_options(given: dict) -> dict[str, dict]:
+    """Per deployment name, the options of configs/serve.yaml that `.options()` takes. Unknown
+    deployment names or options are refused: a typo must not be silently ignored."""
+    known = {"Ingress", *(f"Family-{f}" for f in FAMILIES)}
+    out = {}
+    for name, options in given.items():
+        if name not in known:
+            raise ValueError(f"serve config: no deployment named {name!r}; the application has {', '.join(sorted(known))}")
+        unknown = set(options) - set(DEPLOYMENT_OPTIONS)
+        if unknown:
+            raise ValueError(f"serve config: {name} has options quanyu serve does not apply: {', '.join(sorted(unknown))}")
+        out[name] = dict(options)
+        if "autoscaling_config" in out[name]:
+            out[name].pop("num_replicas", None)
+    return out

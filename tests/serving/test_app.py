@@ -277,3 +277,18 @@ def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path)
     assert stopped.returncode == 0 and "stopped the server" in stopped.stdout
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def test_quanyu_serve_applies_the_deployment_options_of_serve_yaml():
+    from jobs.serve import serve_config
+    from serving.app import _deployment_options
+
+    app = serve_config()
+    options = _deployment_options({d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app["deployments"]})
+    assert options["Family-demand"]["autoscaling_config"]["max_replicas"] >= 1
+    assert options["Ingress"]["max_ongoing_requests"] == 64
+    assert app["runtime_env"]["env_vars"]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    with pytest.raises(ValueError, match="no deployment named 'Family-stock'"):
+        _deployment_options({"Family-stock": {}})
+    with pytest.raises(ValueError, match="does not apply: max_replicas"):
+        _deployment_options({"Ingress": {"max_replicas": 3}})
