@@ -30,7 +30,7 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null
 
 test: $(VENV)/.installed-dev $(CHROMIUM)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # the peers of the benchmarks need pandas < 3 (statsforecast, in `bench demand`) or a geopandas
 # stack (spopt, in `bench location`) or compiled extras (implicit, in `bench matching`): they get

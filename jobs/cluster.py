@@ -143,7 +143,7 @@ def nodes(address: str, home: Path) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def down(home: Path, grace: float = 10.0) -> str:
+def down(home: Path, grace: float = 3.0) -> str:
     """Stop the head, its autoscaler and every worker node the autoscaler started."""
     info = _state(home)
     if info is None:

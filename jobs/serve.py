@@ -136,7 +136,7 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
         for f in families:
             say(f"  {f['family']:<9} quanyu-{f['family']} " + (f"v{f['version']} ({alias})" if f["version"] else
                   f"no {alias} yet: its endpoints answer 503 until one is promoted"))
-        if user:
+        if user and not os.environ.get("QUANYU_SERVE_DETACHED"):  # a terminal, not serve.log: keys stay out of logs
             say(f"API key (kept in {runtime.home / 'api_key'}): {user}")
         while not stopping["now"]:
             time.sleep(0.5)
@@ -161,7 +161,7 @@ def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: flo
     command = [sys.executable, "-m", "jobs.cli", "serve", "--host", host, "--port", str(port), "--alias", alias,
                "--poll-seconds", str(poll_seconds)]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, "QUANYU_HOME": str(runtime.home)})
+                               env={**os.environ, "QUANYU_HOME": str(runtime.home), "QUANYU_SERVE_DETACHED": "1"})
     url = f"http://{host}:{port}"
     info = {"pid": process.pid, "url": url, "log": str(runtime.home / "serve.log")}
     state.write_text(json.dumps(info))

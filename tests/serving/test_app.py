@@ -267,6 +267,7 @@ def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path)
         assert f"serving at http://127.0.0.1:{port}" in started.stdout and "quanyu-location v" in started.stdout
         key = (home / "api_key").read_text().strip()
         assert stat.S_IMODE((home / "api_key").stat().st_mode) == 0o600 and key in started.stdout
+        assert key not in (home / "serve.log").read_text()  # shown to the operator once, never logged
         got = requests.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert got.status_code == 200
         again = subprocess.run([quanyu, "serve", "--detach", "--port", port], env=env, capture_output=True, text=True,
