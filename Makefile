@@ -30,7 +30,7 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null
 
 test: $(VENV)/.installed-dev $(CHROMIUM)
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m pytest --durations=25 -m "not cluster"
 
 # the peers of the benchmarks need pandas < 3 (statsforecast, in `bench demand`) or a geopandas
 # stack (spopt, in `bench location`) or compiled extras (implicit, in `bench matching`): they get
@@ -46,6 +46,7 @@ $(CHAIN_LAKE)/curated/store_performance: | $(VENV)/.installed
 	$(BIN)/quanyu data merge --lake $(CHAIN_LAKE)
 
 bench: $(VENV)/.installed-dev .venv-peers/bin/python $(CHAIN_LAKE)/curated/store_performance
+	$(BIN)/python -m pytest -m cluster
 	$(BIN)/quanyu bench lake --scales small,medium
 	$(BIN)/quanyu bench demand --lake $(QUANYU_HOME)/bench/small/lake
 	$(BIN)/quanyu bench matching --lake $(QUANYU_HOME)/bench/small/lake

@@ -21,6 +21,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 QUANYU = str(Path(sys.executable).parent / "quanyu")
 
 
+@pytest.mark.cluster
 def test_a_job_submitted_to_the_local_cluster_grows_it_and_it_shrinks_after(raw_copy, tmp_path):
     """`quanyu jobs submit` sends `quanyu data validate` (Ray tasks over the lake's partitions) to a
     head with no CPUs: the autoscaler adds worker nodes for it, the logs stream back, the job's
