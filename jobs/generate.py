@@ -4,7 +4,8 @@ Steps:
 1. draw the world (cities, sites, stores, catalogue, consumers, identities) from the seed;
 2. calibrate the demand level so the lake has about the scale's number of sales lines;
 3. write the dimension tables to raw/ and the hidden parameters to truth/;
-4. simulate sales as Ray tasks over city × date chunks, each streaming its lines to Parquet;
+4. simulate sales as Ray tasks over date chunks (every city of a chunk in one task, each city
+   with its own random stream), each writing one Parquet file per day and table;
 5. return a summary (lines per table, chunks, seconds).
 """
 
@@ -47,10 +48,12 @@ class GenerateResult:
     seconds: float = 0.0
 
 
-def _simulate_and_write(lake: Lake, ctx: CityContext, city_code: str, chunk_no: int,
-                        days: np.ndarray, seed: int) -> dict[str, int]:
-    rng = np.random.default_rng([seed, 1, ctx.city_index, chunk_no])
-    return write_chunk(lake, city_code, chunk_no, simulate_chunk(ctx, days, rng))
+def _simulate_and_write(lake: Lake, chunk_no: int, days: np.ndarray, seed: int,
+                        *contexts: CityContext) -> dict[str, int]:
+    # one stream per (city, chunk): the lines do not depend on how cities are grouped into tasks
+    sales = [simulate_chunk(ctx, days, np.random.default_rng([seed, 1, ctx.city_index, chunk_no]))
+             for ctx in contexts]
+    return write_chunk(lake, chunk_no, sales)
 
 
 def main(config: GenerateConfig, lake: Lake) -> GenerateResult:
@@ -68,11 +71,8 @@ def main(config: GenerateConfig, lake: Lake) -> GenerateResult:
 
     task = ray.remote(_simulate_and_write)
     chunks = chunk_days(world.days, scale.chunk_days)
-    codes = dict(zip(world.cities["city"], world.cities["code"]))
-    refs = []
-    for ctx in contexts:
-        ctx_ref = ray.put(ctx)
-        refs += [task.remote(lake, ctx_ref, codes[ctx.city], k, days, config.seed) for k, days in enumerate(chunks)]
+    context_refs = [ray.put(ctx) for ctx in contexts]  # top-level arguments: Ray resolves them
+    refs = [task.remote(lake, k, days, config.seed, *context_refs) for k, days in enumerate(chunks)]
     totals: dict[str, int] = {"online_orders": 0, "pos_transactions": 0}
 
     def hint(result: dict[str, int]) -> str:  # called before `result` is added below
