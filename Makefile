@@ -29,7 +29,19 @@ $(CHROMIUM):
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null
 
-test: $(VENV)/.installed-dev $(CHROMIUM)
+# the production tracking store's test (mlflow server on PostgreSQL) runs a private PostgreSQL
+# server from Debian's packages
+POSTGRES := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+ifeq ($(POSTGRES),)
+POSTGRES := postgresql-server
+.PHONY: postgresql-server
+postgresql-server:
+	@command -v apt-get >/dev/null || { echo "the tracking-store tests need PostgreSQL's server (Debian: apt-get install postgresql)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq postgresql >/dev/null
+endif
+
+test: $(VENV)/.installed-dev $(CHROMIUM) $(POSTGRES)
 	$(BIN)/python -m pytest --durations=25 -m "not cluster"
 
 # the peers of the benchmarks need pandas < 3 (statsforecast, in `bench demand`) or a geopandas

@@ -730,6 +730,29 @@ def bench_serving(ctx, out, seconds) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@bench.command("load")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/load].")
+@click.option("--seconds", type=click.FloatRange(10, 600), default=60.0, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=32, show_default=True)
+@click.option("--promote-after", type=click.FloatRange(0, 600), default=20.0, show_default=True,
+              help="Seconds into the load when every family gets a new champion.")
+@click.pass_context
+def bench_load(ctx, out, seconds, concurrency, promote_after) -> None:
+    """Sustained load on every endpoint while each family's champion changes: failed requests, 5xx, p99."""
+    from benchmarks import load as load_bench
+
+    if promote_after >= seconds:
+        raise click.BadParameter(f"must be less than --seconds ({seconds:g})", param_hint="--promote-after")
+    runtime = _runtime(ctx, None)
+    try:
+        report = load_bench.main(runtime, Path(out) if out else runtime.home / "bench" / "load", seconds,
+                                 concurrency, promote_after)
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if report["errors"] or report["server_errors_5xx"] or not report["all_swapped"]:
+        raise SystemExit(1)
+
+
 @bench.command("location")
 @lake_option
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/location].")

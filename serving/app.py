@@ -13,6 +13,7 @@ configs/serve.yaml` alike.
 # no `from __future__ import annotations`: FastAPI resolves the route annotations in the replica,
 # where Serve ships the ingress class by value and string annotations cannot be resolved
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -26,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from serving import handlers, planner, schemas
@@ -47,6 +49,10 @@ class Family:
         self.family = family
         self.model = FamilyModel(family, tracking_uri, alias)
         self.model.check()
+        if self.model.current is None and self.model.store_down:
+            # a replica that cannot read the registry would only answer 503: fail its start instead,
+            # so that Serve retries it while the replicas that have a model keep serving
+            raise RuntimeError(f"quanyu-{family}: {self.model.last_error}; Serve starts this replica again")
         self.poller = Poller(self.model, poll_seconds).start()
 
     def call(self, operation: str, request: dict) -> tuple[int, dict]:
@@ -162,6 +168,25 @@ async def _limits(request: Request, call_next):
         return JSONResponse({"detail": "JSON nested too deeply"}, status_code=400)
 
 
+# a replica that died (killed, its node lost) or is unreachable for a moment: Serve's router drops
+# it and a replacement starts, but the request in flight fails. Every family call is a read of a
+# loaded model, so the ingress sends it again (to another replica when there is one).
+_RETRYABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
+RETRIES = 3
+
+
+async def _ask(handle: DeploymentHandle, method: str, *args: Any) -> Any:
+    for attempt in range(RETRIES + 1):
+        try:
+            return await getattr(handle, method).remote(*args)
+        except _RETRYABLE:
+            if attempt == RETRIES:
+                raise
+            logger.warning("a %s replica was lost during %s; retrying (%d/%d)", handle.deployment_name, method,
+                           attempt + 1, RETRIES)
+            await asyncio.sleep(0.05 * 2 ** attempt)
+
+
 def _answer(result: tuple[int, dict]) -> JSONResponse:
     status, body = result
     return JSONResponse(body, status_code=status)
@@ -186,38 +211,38 @@ class Ingress:
 
     @api.get("/v1/models", response_model=schemas.ModelsResponse, dependencies=[Depends(require_key)])
     async def models(self) -> dict:
-        statuses = [await self.families[f].status.remote() for f in FAMILIES]
+        statuses = [await _ask(self.families[f], "status") for f in FAMILIES]
         return {"families": statuses}
 
     @api.post("/v1/demand/forecast", response_model=schemas.ForecastResponse, dependencies=[Depends(require_key)],
               responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def forecast(self, request: schemas.ForecastRequest):
-        return _answer(await self.families["demand"].call.remote("forecast", request.model_dump(mode="json")))
+        return _answer(await _ask(self.families["demand"], "call", "forecast", request.model_dump(mode="json")))
 
     @api.post("/v1/matching/recommend", response_model=schemas.RecommendResponse, dependencies=[Depends(require_key)],
               responses={422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def recommend(self, request: schemas.RecommendRequest):
-        return _answer(await self.families["matching"].call.remote("recommend", request.model_dump(mode="json")))
+        return _answer(await _ask(self.families["matching"], "call", "recommend", request.model_dump(mode="json")))
 
     @api.post("/v1/matching/audience", response_model=schemas.AudienceResponse, dependencies=[Depends(require_key)],
               responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def audience(self, request: schemas.AudienceRequest):
-        return _answer(await self.families["matching"].call.remote("audience", request.model_dump(mode="json")))
+        return _answer(await _ask(self.families["matching"], "call", "audience", request.model_dump(mode="json")))
 
     @api.post("/v1/location/recommend", response_model=schemas.SitesResponse, dependencies=[Depends(require_key)],
               responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def sites(self, request: schemas.SitesRequest):
-        return _answer(await self.families["location"].call.remote("recommend", request.model_dump(mode="json")))
+        return _answer(await _ask(self.families["location"], "call", "recommend", request.model_dump(mode="json")))
 
     @api.get("/v1/location/cities", response_model=schemas.CitiesResponse, dependencies=[Depends(require_key)],
              responses={503: {"model": schemas.Problem}})
     async def cities(self):
-        return _answer(await self.families["location"].call.remote("cities", {}))
+        return _answer(await _ask(self.families["location"], "call", "cities", {}))
 
     @api.get("/v1/location/map", response_model=schemas.CityMapResponse, dependencies=[Depends(require_key)],
              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def city_map(self, city: str = Query(..., min_length=1, max_length=64)):
-        return _answer(await self.families["location"].call.remote("map", {"city": city}))
+        return _answer(await _ask(self.families["location"], "call", "map", {"city": city}))
 
     @api.get("/planner", response_class=HTMLResponse, include_in_schema=False)
     async def planner_page(self):
@@ -237,11 +262,11 @@ class Ingress:
         if family not in FAMILIES:
             return JSONResponse({"detail": f"unknown family {family[:40]!r}; one of {', '.join(FAMILIES)}"},
                                 status_code=404)
-        return _answer(await self.families[family].call.remote("invocations", payload))
+        return _answer(await _ask(self.families[family], "call", "invocations", payload))
 
     @api.post("/v1/admin/reload", response_model=schemas.ModelsResponse, dependencies=[Depends(require_admin)])
     async def reload(self) -> dict:
-        return {"families": [await self.families[f].reload.remote() for f in FAMILIES]}
+        return {"families": [await _ask(self.families[f], "reload") for f in FAMILIES]}
 
 
 def api_keys(environ: dict | None = None) -> tuple[list[str], list[str]]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 FAMILIES = ("demand", "matching", "location")
+# what the registry answers when the model or its alias does not exist (yet): the store is fine
+NOT_THERE_YET = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 HEADLINE = {
     "demand": ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_oracle", "wape", "interval_coverage_p10_p90"),
     "matching": ("ndcg_at_10", "ndcg_at_10_popularity", "recall_at_10", "candidate_recall"),
@@ -76,6 +78,7 @@ class FamilyModel:
         self.current: Loaded | None = None
         self.last_error: str | None = None
         self.last_check: str | None = None
+        self.store_down = False  # the last check could not read the registry (not: the alias is missing)
         self._lock = threading.Lock()
         self._loader = loader
 
@@ -117,12 +120,13 @@ class FamilyModel:
             self.last_check = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             try:
                 version = str(self._client().get_model_version_by_alias(self.name, self.alias).version)
-            except Exception as exc:  # no alias yet, or the tracking store is down
+            except Exception as exc:  # no alias yet, or the tracking store is down or locked
+                self.store_down = getattr(exc, "error_code", None) not in NOT_THERE_YET
                 self.last_error = f"cannot read {self.name}@{self.alias}: {_first_line(exc)}"
                 return False
+            self.store_down = False
             if self.current is not None and self.current.version == version:
-                if self.last_error and self.last_error.startswith("cannot read"):
-                    self.last_error = None  # the store is back
+                self.last_error = None  # the store is back, or the alias is back on the served version
                 return False
             try:
                 loaded = self._load(version)

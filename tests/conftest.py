@@ -3,7 +3,12 @@ and cheap copies of its raw zone for tests that corrupt or change data."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +82,103 @@ def small_lake(ray_session, tmp_path_factory) -> Lake:
     generate.main(generate.GenerateConfig(scale="small", seed=42), lake)
     assert merge.main(merge.MergeConfig(), lake).exit_code == 0
     return lake
+
+
+# --- the production tracking store: `mlflow server` on PostgreSQL ------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    """A private PostgreSQL server from Debian's packages: initdb in a temporary folder, loopback
+    only, trust authentication for its one user `quanyu`. Runs as the `postgres` system user when
+    the tests run as root (PostgreSQL refuses root)."""
+
+    def __init__(self, root: Path) -> None:
+        import pwd
+
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        assert found, "PostgreSQL's server is not installed: `make test` installs Debian's postgresql package"
+        self.bin, self.root, self.data, self.port = found[-1].parent, root, root / "data", free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(root, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "quanyu", "--no-sync")
+        self.start()
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "postgres.log"), "-w", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "quanyu", name],
+                       check=True, capture_output=True, timeout=60)
+        return f"postgresql+psycopg://quanyu@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    import tempfile
+
+    # not under pytest's temporary root: that is private to this user, and the server may run as
+    # the `postgres` user
+    root = Path(tempfile.mkdtemp(prefix="quanyu-postgres-"))
+    try:
+        server = Postgres(root)
+        yield server
+        try:
+            server.stop()
+        except subprocess.CalledProcessError:
+            pass  # a test stopped it already
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_servers(postgres, tmp_path_factory):
+    """start(name) -> (url, store): an `mlflow server` on its own PostgreSQL database, as
+    docs/production.md sets one up. Stopped at the end of the session."""
+    import requests
+
+    from serving.families import wait_until
+
+    started: list[subprocess.Popen] = []
+
+    def start(name: str) -> tuple[str, str]:
+        store = postgres.create_database(name)
+        port = free_port()
+        log = tmp_path_factory.mktemp(f"mlflow-{name}") / "server.log"
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", store,
+                                   "--artifacts-destination", str(tmp_path_factory.mktemp(f"artifacts-{name}")),
+                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                                  env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        started.append(server)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                return requests.get(f"{url}/health", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_until(up, 120, 0.5), log.read_text()[-3000:]
+        return url, store
+
+    yield start
+    for server in started:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)

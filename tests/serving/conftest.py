@@ -54,7 +54,10 @@ def server(registry):
         patch.setenv("QUANYU_API_KEYS", KEY)
         patch.setenv("QUANYU_ADMIN_KEYS", ADMIN)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build({"tracking_uri": uri, "poll_seconds": 0.5}), name="quanyu", route_prefix="/", blocking=False)
+        # two location replicas: test_reliability kills one while requests flow
+        app = build({"tracking_uri": uri, "poll_seconds": 0.5,
+                     "deployments": {"Family-location": {"num_replicas": 2}}})
+        serve.run(app, name="quanyu", route_prefix="/", blocking=False)
     base = f"http://127.0.0.1:{port}"
 
     last: list = []
