@@ -296,7 +296,10 @@ def jobs_submit(address, no_wait, command) -> None:
     from jobs import submit
 
     _jobs_auth(address)
-    job_id = _remote(submit.submit, address, list(command))
+    # a tracking server travels with the job; a local store (a path on this machine) cannot
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    env = {"MLFLOW_TRACKING_URI": tracking} if tracking.startswith(("http://", "https://", "databricks")) else None
+    job_id = _remote(submit.submit, address, list(command), env)
     click.echo(f"submitted {job_id}: quanyu {' '.join(command)}", err=True)
     if no_wait:
         click.echo(job_id)

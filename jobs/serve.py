@@ -117,6 +117,11 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
     # the application's environment (RAY_SERVE_THROUGHPUT_OPTIMIZED, …) before Ray starts: its
     # processes inherit it
     os.environ.update({k: str(v) for k, v in app.get("runtime_env", {}).get("env_vars", {}).items()})
+    if not runtime.ray_address:
+        # a Ray of its own on this machine: no load balancer in front has to notice the ingress
+        # going away, so `quanyu serve stop` need not wait out Serve's 30 s draining minimum
+        for name in ("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S"):
+            os.environ.setdefault(name, "2")
     ensure_ray(runtime)
     serve.start(http_options={"host": host, "port": port})
     deployments = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments", [])}
