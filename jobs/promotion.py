@@ -62,9 +62,12 @@ def _better(a: float, b: float, higher_is_better: bool) -> bool:
 
 
 def decide(gate: Gate, metrics: dict[str, float], champion_metrics: dict[str, float] | None,
-           champion_version: str | None, sanity: list[str]) -> Decision:
-    """The gate's verdict on a candidate's metrics (and its sanity-check failures)."""
+           champion_version: str | None, sanity: list[str], champion_basis: str = "") -> Decision:
+    """The gate's verdict on a candidate's metrics (and its sanity-check failures). The champion's
+    metrics are on the candidate's holdout when the caller could score it there; `champion_basis`
+    says how they were obtained and goes into the reason."""
     decision = Decision(promote=True, champion_version=champion_version)
+    basis = f", {champion_basis}" if champion_basis else ""
     value = metrics.get(gate.metric)
     if value is None or not math.isfinite(value):
         return Decision(False, [f"no finite {gate.metric} in the candidate's run"], champion_version)
@@ -82,14 +85,14 @@ def decide(gate: Gate, metrics: dict[str, float], champion_metrics: dict[str, fl
         allowed = best * (1 - gate.champion_tolerance) if gate.higher_is_better else best * (1 + gate.champion_tolerance)
         if _better(allowed, value, gate.higher_is_better):
             decision.reasons.append(f"{gate.metric} {value:.4f} is worse than champion v{champion_version}'s "
-                                    f"{best:.4f} beyond the {gate.champion_tolerance:.0%} tolerance")
+                                    f"{best:.4f}{basis} beyond the {gate.champion_tolerance:.0%} tolerance")
             decision.promote = False
     for problem in sanity:
         decision.reasons.append(f"sanity: {problem}")
         decision.promote = False
     if decision.promote:
         against = ", ".join(gate.beat) or "no baseline"
-        champion = (f"; within tolerance of champion v{champion_version} ({decision.champion_metric:.4f})"
+        champion = (f"; within tolerance of champion v{champion_version} ({decision.champion_metric:.4f}{basis})"
                     if decision.champion_metric is not None else "; first champion")
         decision.reasons.append(f"{gate.metric} {value:.4f} beats {against}{champion}; sanity checks passed")
     return decision

@@ -30,7 +30,7 @@ from jobs.families import FAMILY_JOBS
 from jobs.promotion import DEFAULT_GATES, Gate, alias_version, decide, promote, refuse, sanity_problems, version_metrics
 from lake.store import Lake
 from models.config import FamilyConfig
-from models.registry import CHAMPION
+from models.registry import CHAMPION, registered_name
 
 EXIT_DONE, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
 Family = Literal["demand", "matching", "location"]
@@ -153,9 +153,45 @@ def _first_line(exc: BaseException) -> str:
 
 # --- gate -------------------------------------------------------------------------------------------
 
-def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: Gate, tracking_uri: str) -> FamilyOutcome:
-    """Load the candidate as serving would, sanity-check it, compare with the champion, and move
-    the alias (or tag the refusal)."""
+def _holdout_one(family: str, config_json: str, lake_root: str) -> dict[str, float]:
+    config = FAMILY_JOBS[family].config_class().model_validate_json(config_json)
+    return FAMILY_JOBS[family].job().holdout_metrics(config, Lake(lake_root))
+
+
+def champion_on_fresh_holdout(family: str, champion: str, candidate_config, candidate_metrics: dict[str, float],
+                              lake: Lake, client) -> tuple[dict[str, float], str]:
+    """The champion's metrics on the candidate's holdout, and how they were obtained.
+
+    Each family's holdout is a backtest that refits its recipe (config + code) at past origins: a
+    fixed model trained yesterday has already seen most of today's holdout, so scoring the model
+    itself there would flatter it. The champion is therefore re-scored as its recipe: the same
+    recipe as the candidate's (same config, same code) scores exactly what the candidate scored;
+    another config with the same code is evaluated here, in a Ray task, on the same data. A
+    champion trained with other code cannot be re-run, and is compared by its logged holdout."""
+    from jobs.tracking import git_commit
+
+    run = client.get_run(client.get_model_version(registered_name(family), champion).run_id)
+    logged = dict(run.data.metrics)
+    recorded = run.data.tags.get("config")
+    commit = run.data.tags.get("git_commit", "unknown")
+    if recorded is None:
+        return logged, "its logged holdout (no recipe recorded)"
+    if commit != git_commit() or commit == "unknown":
+        return logged, f"its logged holdout (trained with other code, {commit[:12]})"
+    champion_config = FAMILY_JOBS[family].config_class().model_validate_json(recorded)
+    if champion_config == candidate_config:
+        return candidate_metrics, "the same recipe, so the candidate's score on this holdout"
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=0)(_holdout_one)
+    fresh = ray.get(task.remote(family, recorded, str(lake.root)))
+    return fresh, "its recipe re-scored on this holdout"
+
+
+def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: Gate, tracking_uri: str,
+                   config=None, lake: Lake | None = None) -> FamilyOutcome:
+    """Load the candidate as serving would, sanity-check it, compare with the champion scored on
+    the same holdout (when `config` and `lake` are given), and move the alias (or tag the refusal)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -168,13 +204,21 @@ def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: G
     if champion == version:
         outcome.status, outcome.reason = "promoted", "already the champion"
         return outcome
-    champion_metrics = version_metrics(client, family, champion) if champion else None
+    champion_metrics, basis = None, ""
+    if champion and config is not None and lake is not None:
+        try:
+            champion_metrics, basis = champion_on_fresh_holdout(family, champion, config, metrics, lake, client)
+        except Exception as exc:  # its run deleted, its config no longer valid: fall back, and say so
+            champion_metrics = version_metrics(client, family, champion)
+            basis = f"its logged holdout (could not re-score: {_first_line(exc)[:120]})"
+    elif champion:
+        champion_metrics = version_metrics(client, family, champion)
     try:
         predictor = predictor_of(family, mlflow.pyfunc.load_model(f"models:/quanyu-{family}/{version}"))
         problems = sanity_problems(family, predictor)
     except Exception as exc:
         problems = [f"the registered version does not load: {_first_line(exc)}"]
-    decision = decide(gate, metrics, champion_metrics, champion, problems)
+    decision = decide(gate, metrics, champion_metrics, champion, problems, basis)
     outcome.champion_version, outcome.champion_metric = champion, decision.champion_metric
     outcome.reason = decision.reason
     if decision.promote:
@@ -290,7 +334,8 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
                 result.families[f] = FamilyOutcome(f, status="failed", reason=_first_line(got))
                 return
             say(f"{f}: trained v{got['version']} in {got['seconds']:.0f} s")
-            outcome = gate_candidate(f, got["version"], got["metrics"], config.gates[f], tracking_uri)
+            outcome = gate_candidate(f, got["version"], got["metrics"], config.gates[f], tracking_uri,
+                                     configs[f][0], lake)
             outcome.run_id, outcome.seconds = got["run_id"], got["seconds"]
             result.families[f] = outcome
             finished[f] = {**asdict(outcome), "key": keys[f]}

@@ -89,6 +89,14 @@ def _plots(evaluation: Evaluation, forecaster: DemandForecaster, folder: Path) -
     return paths
 
 
+def holdout_metrics(config: DemandConfig, lake: Lake) -> dict[str, float]:
+    """The rolling-origin holdout's metrics of `config` on the lake, without fitting, logging or
+    registering the production model: how the retrain's gate re-scores a champion's recipe."""
+    data, truth = read_demand_data(lake)
+    evaluation, _ = evaluate(data, config, truth)
+    return {k: v for k, v in evaluation.metrics.items() if v == v}  # drop NaN
+
+
 def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
          artifact_root: str | None = None, run_tags: dict | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray must be initialised."""

@@ -101,6 +101,15 @@ def _plots(evaluation: Evaluation, recommender: SiteRecommender, folder: Path) -
     return paths
 
 
+def holdout_metrics(config: LocationConfig, lake: Lake) -> dict[str, float]:
+    """The spatial cross-validation's metrics of `config` on the lake, without fitting the
+    production model or logging: how the retrain's gate re-scores a champion's recipe."""
+    data = read_location_data(lake, config.features.member_days)
+    table = training_table(data, config.features, config.training.min_trading_days)
+    evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites))
+    return {k: v for k, v in evaluation.metrics.items() if v == v}
+
+
 def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
          artifact_root: str | None = None, run_tags: dict | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray should be initialised (folds run as tasks)."""

@@ -69,6 +69,13 @@ def _plot(evaluation: Evaluation, folder: Path) -> Path:
     return path
 
 
+def holdout_metrics(config: MatchingConfig, lake: Lake) -> dict[str, float]:
+    """The holdout's metrics of `config` on the lake, without training the production model or
+    logging: how the retrain's gate re-scores a champion's recipe."""
+    data = read_matching_data(lake, history_days(config))
+    return {k: v for k, v in evaluate(data, config).metrics.items() if v == v}
+
+
 def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
          artifact_root: str | None = None, run_tags: dict | None = None) -> TrainResult:
     """Train, evaluate, log and register; Ray should be initialised (candidates run as tasks)."""
