@@ -293,3 +293,44 @@ def test_quanyu_serve_applies_the_deployment_options_of_serve_yaml():
         _deployment_options({"Family-stock": {}})
     with pytest.raises(ValueError, match="does not apply: max_replicas"):
         _deployment_options({"Ingress": {"max_replicas": 3}})
+
+
+def _exported(port: int) -> dict[tuple[str, str, str], float]:
+    """Quanyu's series in the node's Prometheus export: (metric, endpoint, status) → value."""
+    import re
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[tuple[str, str, str], float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^(ray_quanyu_\w+)\{(.*)\} ([0-9.e+-]+)$", line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            key = (match.group(1), labels.get("endpoint", ""), labels.get("status", labels.get("le", "")))
+            out[key] = out.get(key, 0.0) + float(match.group(3))
+    return out
+
+
+def test_per_endpoint_latency_and_status_counts_are_exported(server):
+    """quanyu_request_latency_ms (histogram) and quanyu_requests_total (by status) per endpoint,
+    scraped from the node's metrics export port as Prometheus would."""
+    import ray
+
+    base, uri, _ = server
+    _, store, skus = _a_series(uri)
+    for _ in range(3):
+        assert post(base, "/v1/demand/forecast", {"store_id": store, "sku_ids": skus[:1], "horizon_days": 2}).status_code == 200
+    assert post(base, "/v1/matching/recommend", {"member_id": "Mnobody", "k": 0}).status_code == 422
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    seen: dict = {}
+
+    def exported() -> bool:
+        seen.clear()
+        seen.update(_exported(port))
+        counts = {k: v for k, v in seen.items() if k[0].startswith("ray_quanyu_requests_total")}
+        return (any(k[1] == "/v1/demand/forecast" and k[2] == "200" and v >= 3 for k, v in counts.items())
+                and any(k[1] == "/v1/matching/recommend" and k[2] == "422" for k in counts))
+
+    assert wait_until(exported, 90, 2.0), sorted(seen)[:20]
+    latency = {k: v for k, v in seen.items() if k[0] == "ray_quanyu_request_latency_ms_bucket"
+               and k[1] == "/v1/demand/forecast"}
+    assert latency and latency[max(latency, key=lambda k: float(k[2]) if k[2] != "+Inf" else 1e99)] >= 3, latency
