@@ -3,6 +3,7 @@ and cheap copies of its raw zone for tests that corrupt or change data."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -145,40 +146,39 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def mlflow_servers(postgres, tmp_path_factory):
-    """start(name) -> (url, store): an `mlflow server` on its own PostgreSQL database, as
-    docs/production.md sets one up. Stopped at the end of the session."""
+@contextlib.contextmanager
+def mlflow_server(postgres: Postgres, name: str, artifacts: Path):
+    """An `mlflow server` on its own PostgreSQL database, as docs/production.md sets one up:
+    yields (url, store uri), stops it (and its workers) on exit."""
     import requests
 
     from serving.families import wait_until
 
-    started: list[subprocess.Popen] = []
+    store = postgres.create_database(name)
+    port = free_port()
+    log = artifacts / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job runner and its consumers: Quanyu submits none
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", store,
+                               "--artifacts-destination", str(artifacts / "artifacts"),
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                              env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
 
-    def start(name: str) -> tuple[str, str]:
-        store = postgres.create_database(name)
-        port = free_port()
-        log = tmp_path_factory.mktemp(f"mlflow-{name}") / "server.log"
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", store,
-                                   "--artifacts-destination", str(tmp_path_factory.mktemp(f"artifacts-{name}")),
-                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-                                  env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-        started.append(server)
-        url = f"http://127.0.0.1:{port}"
+    def up() -> bool:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            return requests.get(f"{url}/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
 
-        def up() -> bool:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                return requests.get(f"{url}/health", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
+    try:
         assert wait_until(up, 120, 0.5), log.read_text()[-3000:]
-        return url, store
-
-    yield start
-    for server in started:
+        yield url, store
+    finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
-            server.wait(30)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)

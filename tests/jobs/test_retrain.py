@@ -244,8 +244,11 @@ def test_bad_input_gets_a_message_and_an_exit_status(home, cli):
 
 
 @pytest.fixture(scope="module")
-def mlflow_on_postgres(mlflow_servers):
-    return mlflow_servers("retrain")
+def mlflow_on_postgres(postgres, tmp_path_factory):
+    from tests.conftest import mlflow_server
+
+    with mlflow_server(postgres, "retrain", tmp_path_factory.mktemp("mlflow-retrain")) as server:
+        yield server
 
 
 def test_on_mlflow_server_with_postgresql_a_lost_worker_node_fails_one_family_cleanly_and_a_rerun_completes(
