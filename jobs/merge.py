@@ -124,10 +124,16 @@ def _read_manifest(lake: Lake) -> dict:
 
 def _write_manifest(lake: Lake, manifest: dict) -> None:
     path = _manifest_path(lake)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        # the old manifest stays: days it does not vouch for are merged again next time
+        raise LakeError(f"could not record the merge in {path}: {exc.strerror or exc}; free space or fix "
+                        "permissions there and merge again") from exc
 
 
 def _read_day(lake: Lake, table: str, day: dt.date, columns: list[str] | None = None) -> pa.Table | None:
@@ -156,8 +162,11 @@ def _merge_one(lake: Lake, day: dt.date, dims: Dimensions, recent_pairs: pa.Tabl
         stats.error = (f"dt={day} could not be merged: {type(exc).__name__}: {str(exc)[:200]}; "
                        "run quanyu data validate --quarantine")
         return stats
-    for name in CURATED_DAILY:
-        lake.write("curated", name, getattr(curated, name), day)
+    try:  # the day's four tables together: all of them or, on a failed write, none
+        lake.write_day("curated", {name: getattr(curated, name) for name in CURATED_DAILY}, day)
+    except LakeError as exc:
+        stats.error = str(exc)
+        return stats
     stats.lines = curated.sales_lines.num_rows
     stats.raw_units_net = sum(int(pc.sum(t["quantity"]).as_py() or 0) for t in (online, pos) if t is not None)
     stats.curated_units_net = int(pc.sum(curated.demand_daily["units_net"]).as_py() or 0)

@@ -115,6 +115,27 @@ class Lake:
         final = self.partition_dir(zone, table, day) if day else self.table_dir(zone, table)
         return _write_folder_atomically(final, {part: data})
 
+    def write_day(self, zone: str, tables: dict[str, pa.Table], day: dt.date, part: str = "part-0") -> None:
+        """Replace one day's partition of several tables together. Every table is written to a
+        staging folder first and swapped in only when all are written, so a failure while
+        writing (a full disk, an unwritable folder) leaves every table of the zone as it was.
+
+        Raises LakeError saying what failed."""
+        staged: dict[str, Path] = {}
+        try:
+            for table, data in tables.items():
+                staged[table] = _stage(self.partition_dir(zone, table, day), {part: data})
+        except OSError as exc:
+            for folder in staged.values():
+                shutil.rmtree(folder, ignore_errors=True)
+            raise LakeError(f"could not write {zone} dt={day} under {self.root}: {exc.strerror or exc}; "
+                            f"no table was changed — free space or fix permissions there, then run again") from exc
+        for table, folder in staged.items():
+            try:
+                _swap(folder, self.partition_dir(zone, table, day))
+            except OSError as exc:
+                raise LakeError(f"could not swap in {zone}/{table} dt={day}: {exc.strerror or exc}") from exc
+
     def add_file(self, zone: str, table: str, data: pa.Table, day: dt.date | None, part: str) -> Path:
         """Add (or replace) one file inside a partition without touching its other files."""
         folder = self.partition_dir(zone, table, day) if day else self.table_dir(zone, table)
@@ -134,22 +155,40 @@ class Lake:
         shutil.move(str(source), str(destination))
 
 
-def _write_folder_atomically(final: Path, files: dict[str, pa.Table]) -> Path:
+def _stage(final: Path, files: dict[str, pa.Table]) -> Path:
+    """Write `files` into a new folder beside `final`; on failure remove it and re-raise."""
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / f".{final.name}.{uuid.uuid4().hex}.staging"
-    retired = final.parent / f".{final.name}.{uuid.uuid4().hex}.retired"
     try:
         staging.mkdir()
         for name, data in files.items():
             pq.write_table(data, staging / f"{name}.parquet", compression="zstd")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _swap(staging: Path, final: Path) -> None:
+    """Put a staged folder in `final`'s place (renames only: no space needed); the old version
+    comes back if the swap fails."""
+    retired = final.parent / f".{final.name}.{uuid.uuid4().hex}.retired"
+    try:
         if final.exists():
             os.replace(final, retired)
         os.replace(staging, final)
-    except OSError as exc:
+    except OSError:
         if retired.exists() and not final.exists():
             os.replace(retired, final)  # put the old version back
-        raise LakeError(f"could not write {final}: {exc.strerror or exc}; the previous version is unchanged") from exc
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def _write_folder_atomically(final: Path, files: dict[str, pa.Table]) -> Path:
+    try:
+        _swap(_stage(final, files), final)
+    except OSError as exc:
+        raise LakeError(f"could not write {final}: {exc.strerror or exc}; the previous version is unchanged") from exc
     return final

@@ -131,3 +131,83 @@ def test_merge_refuses_unknown_dates_and_missing_dimensions(raw_copy, ray_sessio
         os.remove(f)
     with pytest.raises(LakeError, match="raw/stores is missing"):
         merge.main(merge.MergeConfig(), raw_copy)
+
+
+def _curated_bytes(lake, day) -> dict[str, bytes]:
+    return {name: b"".join(f.read_bytes() for f in lake.files("curated", name, day)) for name in merge.CURATED_DAILY}
+
+
+def test_a_failed_write_during_a_merge_leaves_the_day_s_curated_tables_as_they_were(lake_copy, ray_session):
+    """One of the day's four curated tables cannot be written (its folder is in the way: a file
+    where the folder must be, a real OSError). The day is reported as failed, with the reason,
+    and none of its other tables changed; once the obstacle is gone the day merges."""
+    days = lake_copy.partitions("raw", "pos_transactions")
+    changed = days[30]
+    f = lake_copy.files("raw", "pos_transactions", changed)[0]
+    pq.write_table(pq.read_table(f).slice(1), f)  # a late correction: the day must be merged again
+    before = _curated_bytes(lake_copy, changed)
+    blocked = lake_copy.table_dir("curated", "store_daily")
+    moved = blocked.with_name("store_daily.aside")
+    os.replace(blocked, moved)
+    blocked.write_text("in the way")
+    try:
+        result = merge.main(merge.MergeConfig(), lake_copy)
+    finally:
+        blocked.unlink()
+        os.replace(moved, blocked)
+    assert result.exit_code == 1 and list(result.failed) == [changed.isoformat()]
+    assert "no table was changed" in result.failed[changed.isoformat()]
+    assert _curated_bytes(lake_copy, changed) == before
+    assert not list(lake_copy.table_dir("curated", "sales_lines").glob(".*staging"))  # nothing left behind
+    again = merge.main(merge.MergeConfig(), lake_copy)
+    assert again.exit_code == 0 and again.merged == [changed]
+    assert _curated_bytes(lake_copy, changed) != before
+
+
+def _mount_tmpfs(target, size: int) -> bool:
+    import subprocess
+
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_a_full_disk_during_a_merge_changes_no_curated_table(lake_copy, ray_session, tmp_path):
+    """The lake on a small tmpfs filled to the last byte: the merge fails with a message naming the
+    full disk, every curated table is byte-for-byte as it was, and with space back it merges."""
+    import shutil
+    import subprocess
+
+    from lake.store import Lake, LakeError
+
+    size = sum(p.stat().st_size for p in lake_copy.root.rglob("*") if p.is_file())
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, size * 2 + 8 * 2**20):
+        pytest.skip("this machine does not allow mounting a tmpfs (needs root and CAP_SYS_ADMIN); "
+                    "test_a_failed_write_during_a_merge_… covers the same path with another OSError")
+    try:
+        shutil.copytree(lake_copy.root, disk / "lake")
+        lake = Lake(disk / "lake")
+        days = lake.partitions("raw", "pos_transactions")
+        changed = days[45]
+        f = lake.files("raw", "pos_transactions", changed)[0]
+        pq.write_table(pq.read_table(f).slice(1), f)
+        before = {d: _curated_bytes(lake, d) for d in (changed, days[0], days[-1])}
+        manifest = (disk / "lake" / "curated" / "_manifest.json").read_bytes()
+        filler = disk / "filler"
+        with open(filler, "wb") as out:  # fill the disk
+            try:
+                while True:
+                    out.write(b"\0" * 65536)
+                    out.flush()
+            except OSError:
+                pass
+        with pytest.raises(LakeError, match="No space left on device"):
+            merge.main(merge.MergeConfig(), lake)
+        assert {d: _curated_bytes(lake, d) for d in before} == before
+        assert (disk / "lake" / "curated" / "_manifest.json").read_bytes() == manifest
+        filler.unlink()
+        again = merge.main(merge.MergeConfig(), lake)
+        assert again.exit_code == 0 and again.merged == [changed]
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
