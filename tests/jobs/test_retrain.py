@@ -116,6 +116,7 @@ def test_a_full_retrain_trains_gates_promotes_and_reports(first, home):
     assert got.returncode == 0, got.stdout + got.stderr[-3000:]
     out = got.stdout
     assert f"retrain {day}: done" in out
+    assert "database is locked" not in out + got.stderr  # three families logging at once into SQLite
     assert f"quarantined: pos_transactions {day}" in out and "refund_sign" in out  # said, and the rest trained
     assert (home / "lake" / "quarantine").exists()
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip().split(" ")[0] in
