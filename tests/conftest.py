@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -152,6 +151,7 @@ def mlflow_server(postgres: Postgres, name: str, artifacts: Path):
     yields (url, store uri), stops it (and its workers) on exit."""
     import requests
 
+    from benchmarks.serving import _stop
     from serving.families import wait_until
 
     store = postgres.create_database(name)
@@ -176,9 +176,4 @@ def mlflow_server(postgres: Postgres, name: str, artifacts: Path):
         assert wait_until(up, 120, 0.5), log.read_text()[-3000:]
         yield url, store
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+        _stop(server)  # its process group: the server and its workers
