@@ -48,7 +48,20 @@ def read_demand_data(lake: Lake) -> tuple[DemandData, pd.DataFrame | None]:
     if lake.partitions("truth", "expected_demand"):
         raw = lake.read_all("truth", "expected_demand", columns=["store_id", "sku_id", "expected_units"]).to_pandas()
         truth = raw.groupby(["dt", "store_id", "sku_id"], as_index=False)["expected_units"].sum()
+        if lake.files("truth", "products"):
+            truth = with_attribute_oracle(truth, lake.read("truth", "products").to_pandas())
     return data, truth
+
+
+def with_attribute_oracle(truth: pd.DataFrame, true_products: pd.DataFrame) -> pd.DataFrame:
+    """Adds `expected_units_attributes`: the generator's expected demand with each SKU's hidden
+    popularity replaced by the mean popularity of the SKUs that share its attributes (category ×
+    price band × style, the generator's `combo`). It is the best forecast of a product that
+    has not sold yet: it knows everything the oracle knows except what only sales reveal."""
+    popularity = true_products.set_index("sku_id")["true_popularity"]
+    expected = true_products.groupby("combo")["true_popularity"].transform("mean").set_axis(true_products["sku_id"])
+    ratio = (expected / popularity).reindex(truth["sku_id"]).to_numpy()
+    return truth.assign(expected_units_attributes=truth["expected_units"].to_numpy() * ratio)
 
 
 def _plots(evaluation: Evaluation, forecaster: DemandForecaster, folder: Path) -> list[Path]:

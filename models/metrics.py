@@ -13,27 +13,55 @@ import pandas as pd
 SERIES = ["store_id", "sku_id"]
 
 
+def series_scales(history: pd.DataFrame, *, target: str = "units_sold", revenue: str = "revenue_net",
+                  weight_days: int = 28) -> pd.DataFrame:
+    """WRMSSE's denominator and weight of every series in `history` (training rows store_id,
+    sku_id, dt, target, revenue up to the forecast origin), indexed by store_id, sku_id:
+    `scale`, the mean squared one-step change counted from the series' first sale (NaN before
+    two days of it), and `weight`, its revenue over the last `weight_days` days (clipped at 0).
+    Compute it once per origin and pass it to `wrmsse` for every forecast scored there."""
+    store_codes, stores = pd.factorize(history["store_id"])
+    sku_codes, skus = pd.factorize(history["sku_id"])
+    codes, pairs = pd.factorize(store_codes.astype(np.int64) * len(skus) + sku_codes)
+    pairs = np.asarray(pairs, dtype=np.int64)
+    day = pd.to_datetime(history["dt"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+    order = np.lexsort((day, codes))
+    code, day = codes[order], day[order]
+    y = history[target].to_numpy(dtype=np.float64)[order]
+    money = history[revenue].to_numpy(dtype=np.float64)[order]
+    first_row = np.r_[True, code[1:] != code[:-1]]
+    sold_so_far = np.cumsum(y > 0)
+    before_series = (sold_so_far - (y > 0))[first_row][np.cumsum(first_row) - 1]
+    started = sold_so_far > before_series
+    n = len(pairs)
+    step = np.r_[False, started[1:] & started[:-1] & ~first_row[1:]]  # a change from the day before, both after the first sale
+    change = np.diff(y, prepend=np.nan)
+    squares = np.bincount(code[step], weights=change[step] ** 2, minlength=n)
+    steps = np.bincount(code[step], minlength=n)
+    recent = started & (day > day[started].max() - weight_days) if started.any() else started
+    weight = np.bincount(code[recent], weights=money[recent], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(steps > 0, squares / steps, np.nan)
+    index = pd.MultiIndex.from_arrays([np.asarray(stores)[pairs // max(len(skus), 1)],
+                                       np.asarray(skus)[pairs % max(len(skus), 1)]], names=SERIES)
+    return pd.DataFrame({"scale": scale, "weight": np.clip(weight, 0, None)}, index=index)
+
+
 def wrmsse(history: pd.DataFrame, holdout: pd.DataFrame, *, prediction: str = "prediction",
-           target: str = "units_sold", revenue: str = "revenue_net", weight_days: int = 28) -> float:
+           target: str = "units_sold", revenue: str = "revenue_net", weight_days: int = 28,
+           scales: pd.DataFrame | None = None) -> float:
     """Weighted root mean squared scaled error.
 
-    `history`: training rows (store_id, sku_id, dt, target, revenue) up to the forecast origin;
-    `holdout`: rows after the origin with the target and a prediction column. Series without a
-    sale in the history, or whose history never changes, carry no weight. Returns NaN when no
-    series qualifies.
+    `history`: training rows (store_id, sku_id, dt, target, revenue) up to the forecast origin,
+    or None when `scales` (from `series_scales(history)`) is given; `holdout`: rows after the
+    origin with the target and a prediction column. Series without a sale in the history, or
+    whose history never changes, carry no weight. Returns NaN when no series qualifies.
     """
-    hist = history.assign(dt=pd.to_datetime(history["dt"])).sort_values([*SERIES, "dt"])
-    started = hist[target].gt(0).groupby([hist[c] for c in SERIES]).cummax()
-    hist = hist[started]
-    if hist.empty:
-        return float("nan")
-    diff = hist.groupby(SERIES)[target].diff()
-    scale = (diff**2).groupby([hist[c] for c in SERIES]).mean().rename("scale")
-    recent = hist[hist["dt"] > hist["dt"].max() - pd.Timedelta(days=weight_days)]
-    weight = recent.groupby(SERIES)[revenue].sum().clip(lower=0).rename("weight")
+    if scales is None:
+        scales = series_scales(history, target=target, revenue=revenue, weight_days=weight_days)
     err = (holdout[target] - holdout[prediction]) ** 2
     mse = err.groupby([holdout[c] for c in SERIES]).mean().rename("mse")
-    table = pd.concat([scale, weight, mse], axis=1, join="inner")
+    table = scales.join(mse, how="inner")
     table = table[(table["scale"] > 0) & (table["weight"] > 0)]
     if table.empty:
         return float("nan")

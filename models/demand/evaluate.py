@@ -18,7 +18,7 @@ from models.demand.config import DemandConfig
 from models.demand.features import build_panel
 from models.demand.forecaster import DemandData, DemandForecaster
 from models.demand.train import Layout
-from models.metrics import bias, interval_coverage, wape, wrmsse
+from models.metrics import bias, interval_coverage, series_scales, wape, wrmsse
 
 NEW_SKU_DAYS = 28  # a SKU launched fewer days than this before the origin counts as new
 
@@ -81,10 +81,11 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
         holdout["prediction"] = forecaster.predict(holdout)
         for name, values in baselines(history, holdout, origin).items():
             holdout[name] = values
-        metrics = {"wrmsse": wrmsse(history, holdout), "wape": wape(holdout["units_sold"], holdout["prediction"]),
+        scales = series_scales(history)  # the same denominators and weights for every forecast here
+        metrics = {"wrmsse": wrmsse(None, holdout, scales=scales), "wape": wape(holdout["units_sold"], holdout["prediction"]),
                    "bias": bias(holdout["units_sold"], holdout["prediction"])}
         for name in ("seasonal_naive", "moving_average"):
-            metrics[f"wrmsse_{name}"] = wrmsse(history, holdout, prediction=name)
+            metrics[f"wrmsse_{name}"] = wrmsse(None, holdout, prediction=name, scales=scales)
             metrics[f"wape_{name}"] = wape(holdout["units_sold"], holdout[name])
         launched = pd.to_datetime(holdout["sku_id"].map(launch)).to_numpy()
         # new SKUs: launched within NEW_SKU_DAYS before the origin (some history) or after it (none)
@@ -97,13 +98,18 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
             expected = truth[(truth["dt"] > origin) & (truth["dt"] <= end)]
             holdout = holdout.merge(expected, on=["dt", "store_id", "sku_id"], how="left")  # keeps row order
             holdout["oracle"] = holdout["expected_units"].fillna(0.0)
-            metrics["wrmsse_oracle"] = wrmsse(history, holdout, prediction="oracle")
+            metrics["wrmsse_oracle"] = wrmsse(None, holdout, prediction="oracle", scales=scales)
             metrics["wape_oracle"] = wape(holdout["units_sold"], holdout["oracle"])
+            if "expected_units_attributes" in holdout:
+                holdout["attribute_oracle"] = holdout["expected_units_attributes"].fillna(0.0)
         for name, mask in groups.items():
             if mask.any():
                 metrics[f"mae_{name}"] = float((holdout["units_sold"] - holdout["prediction"])[mask].abs().mean())
                 if truth is not None:
                     metrics[f"mae_{name}_oracle"] = float((holdout["units_sold"] - holdout["oracle"])[mask].abs().mean())
+                if "attribute_oracle" in holdout:
+                    metrics[f"mae_{name}_attribute_oracle"] = float(
+                        (holdout["units_sold"] - holdout["attribute_oracle"])[mask].abs().mean())
         if previous is not None:
             forecaster.calibrate(*previous)
             holdout["p10"], holdout["p90"] = forecaster.intervals(holdout["prediction"].to_numpy())

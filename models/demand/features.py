@@ -76,12 +76,23 @@ def build_panel(demand: pd.DataFrame) -> Panel:
     days = pd.to_datetime(demand["dt"])
     start = days.min().date()
     n_days = (days.max().date() - start).days + 1
-    keys = demand[["store_id", "sku_id"]].drop_duplicates().sort_values(["store_id", "sku_id"], ignore_index=True)
-    row = pd.MultiIndex.from_frame(keys).get_indexer(pd.MultiIndex.from_frame(demand[["store_id", "sku_id"]]))
+    row, keys = series_codes(demand)
     col = (days - pd.Timestamp(start)).dt.days.to_numpy()
     units = np.full((len(keys), n_days), np.nan, dtype=np.float32)
     units[row, col] = demand["units_sold"].to_numpy(dtype=np.float32)
     return Panel(keys, start, units)
+
+
+def series_codes(rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each row's series number and the series (store_id, sku_id), sorted; factorised column by
+    column, which is many times faster than indexing millions of (store, SKU) pairs."""
+    store_codes, stores = pd.factorize(rows["store_id"], sort=True)
+    sku_codes, skus = pd.factorize(rows["sku_id"], sort=True)
+    n = max(len(skus), 1)
+    codes, pairs = pd.factorize(store_codes.astype(np.int64) * n + sku_codes, sort=True)
+    pairs = np.asarray(pairs, dtype=np.int64)
+    keys = pd.DataFrame({"store_id": np.asarray(stores)[pairs // n], "sku_id": np.asarray(skus)[pairs % n]})
+    return codes, keys.astype({"store_id": rows["store_id"].dtype, "sku_id": rows["sku_id"].dtype})
 
 
 def _trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
@@ -226,6 +237,39 @@ def _price_band(products: pd.DataFrame) -> pd.Series:
     return pd.cut(ranks, [0, 1 / 3, 2 / 3, 1.0], labels=["entry", "core", "premium"], include_lowest=True).astype(str)
 
 
+class _RowKeys:
+    """The rows' SKUs and stores, factorised once: a per-SKU or per-store lookup is then done on
+    the few distinct keys and spread to the rows with one take, instead of a map over every row
+    (a training matrix has millions of rows and a few thousand distinct keys)."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        if rows["sku_id"].isna().any() or rows["store_id"].isna().any():
+            raise ValueError("every row needs a store_id and a sku_id")
+        self.sku_codes, skus = pd.factorize(rows["sku_id"])
+        self.store_codes, stores = pd.factorize(rows["store_id"])
+        self.skus, self.stores = pd.Index(skus), pd.Index(stores)
+
+    def per_sku(self, values: pd.Series | np.ndarray) -> np.ndarray:
+        """`values` (indexed by sku_id, or one per distinct SKU) spread to the rows."""
+        if isinstance(values, pd.Series):
+            values = values.reindex(self.skus).to_numpy()
+        return np.asarray(values)[self.sku_codes]
+
+    def per_store(self, values: pd.Series | np.ndarray) -> np.ndarray:
+        if isinstance(values, pd.Series):
+            values = values.reindex(self.stores).to_numpy()
+        return np.asarray(values)[self.store_codes]
+
+    def series_index(self, series: pd.DataFrame) -> np.ndarray:
+        """Each row's position in `series` (store_id, sku_id), −1 where it is not there."""
+        pair = self.store_codes.astype(np.int64) * len(self.skus) + self.sku_codes
+        pair_codes, pairs = pd.factorize(pair)
+        pairs = np.asarray(pairs)
+        known = pd.MultiIndex.from_frame(series[["store_id", "sku_id"]])
+        asked = pd.MultiIndex.from_arrays([self.stores[pairs // len(self.skus)], self.skus[pairs % len(self.skus)]])
+        return known.get_indexer(asked)[pair_codes]
+
+
 def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Attributes,
                   spec: FeatureSpec, categories: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Feature rows for `rows` with columns store_id, sku_id, dt (the target day), origin (the
@@ -236,16 +280,16 @@ def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Att
     product, store, price and calendar features. `categories` fixes the categorical codes
     learned at fit; None learns them. Returns the frame, in a fixed column order, and the
     categories."""
-    index = pd.MultiIndex.from_frame(panel.series[["store_id", "sku_id"]])
-    series_idx = index.get_indexer(pd.MultiIndex.from_frame(rows[["store_id", "sku_id"]]))
-    sku_idx = history.sku_index.get_indexer(rows["sku_id"])
-    store_idx = history.store_index.get_indexer(rows["store_id"])
-    target = pd.to_datetime(rows["dt"])
-    origin = pd.to_datetime(rows["origin"])
-    horizon = (target - origin).dt.days.to_numpy()
+    keys = _RowKeys(rows)
+    series_idx = keys.series_index(panel.series)
+    sku_idx = keys.per_sku(history.sku_index.get_indexer(keys.skus))
+    store_idx = keys.per_store(history.store_index.get_indexer(keys.stores))
+    target = pd.to_datetime(rows["dt"]).to_numpy().astype("datetime64[D]")
+    origin = pd.to_datetime(rows["origin"]).to_numpy().astype("datetime64[D]")
+    horizon = (target - origin).astype(np.int64)
     if (horizon < 1).any() or (horizon > spec.horizon).any():
         raise ValueError(f"every row's target must lie 1–{spec.horizon} days after its origin")
-    origin_idx = (origin - pd.Timestamp(panel.start)).dt.days.to_numpy()
+    origin_idx = (origin - np.datetime64(panel.start, "D")).astype(np.int64)
     in_panel = (origin_idx >= 0) & (origin_idx < panel.days)
 
     def gather(matrix: np.ndarray, row_idx: np.ndarray, day_idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -273,16 +317,15 @@ def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Att
     frame["list_price"] = rows["list_price"].astype("float32").to_numpy()
     frame["offer_discount_pct"] = rows["offer_discount_pct"].astype("float32").to_numpy()
     frame["offer_price"] = frame["list_price"] * (1 - frame["offer_discount_pct"])
-    launch_price = rows["sku_id"].map(products["list_price"]).to_numpy(dtype=np.float32)
-    frame["price_vs_launch"] = frame["list_price"] / launch_price
-    category_price = attrs.category_price()
-    frame["offer_price_vs_category"] = frame["offer_price"] / rows["sku_id"].map(products["category"]).map(category_price).to_numpy(dtype=np.float32)
-    launch = pd.to_datetime(rows["sku_id"].map(products["launch_date"]))
-    frame["sku_age_days"] = (target - launch).dt.days.astype("float32").to_numpy()
-    frame["launch_month"] = launch.dt.month.astype("float32").to_numpy()
+    frame["price_vs_launch"] = frame["list_price"] / keys.per_sku(products["list_price"]).astype(np.float32)
+    category_price = products["category"].map(attrs.category_price())
+    frame["offer_price_vs_category"] = frame["offer_price"] / keys.per_sku(category_price).astype(np.float32)
+    launch = pd.to_datetime(products["launch_date"].reindex(keys.skus))
+    frame["sku_age_days"] = _days(target - keys.per_sku(launch.to_numpy().astype("datetime64[D]")))
+    frame["launch_month"] = keys.per_sku(launch.dt.month.to_numpy(dtype=np.float32))
     if "open_date" in stores:
-        opened = pd.to_datetime(rows["store_id"].map(stores["open_date"]))
-        frame["store_age_days"] = (target - opened).dt.days.astype("float32").to_numpy()
+        opened = pd.to_datetime(stores["open_date"].reindex(keys.stores)).to_numpy().astype("datetime64[D]")
+        frame["store_age_days"] = _days(target - keys.per_store(opened))
     else:
         frame["store_age_days"] = np.float32(np.nan)
     cal = attrs.calendar_features(rows["dt"])
@@ -291,17 +334,24 @@ def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Att
 
     learned = {} if categories is None else dict(categories)
     for name in CATEGORICAL:
+        # the attribute of each distinct store or SKU, coded, then spread to the rows
         if name == "store_id":
-            values = rows["store_id"]
+            distinct, spread = pd.Series(keys.stores, index=keys.stores), keys.per_store
         elif name in ("channel", "platform", "format", "city"):
-            values = rows["store_id"].map(stores[name]) if name in stores else pd.Series(None, index=rows.index)
+            distinct, spread = stores[name].reindex(keys.stores) if name in stores else pd.Series(None, index=keys.stores), keys.per_store
         else:
-            values = rows["sku_id"].map(products[name]) if name in products else pd.Series(None, index=rows.index)
-        values = values.astype("object").where(values.notna(), None)
+            distinct, spread = products[name].reindex(keys.skus) if name in products else pd.Series(None, index=keys.skus), keys.per_sku
+        distinct = distinct.astype("object").where(distinct.notna(), None)
         if categories is None:
-            learned[name] = sorted(v for v in values.dropna().unique())
-        frame[name] = pd.Categorical(values.to_numpy(), categories=learned[name])
+            learned[name] = sorted(v for v in distinct.dropna().unique())
+        codes = pd.Categorical(distinct.to_numpy(), categories=learned[name]).codes
+        frame[name] = pd.Categorical.from_codes(spread(codes), categories=learned[name])
     return frame, learned
+
+
+def _days(delta: np.ndarray) -> np.ndarray:
+    """Whole days of a timedelta64[D] array as float32, NaN where it is NaT."""
+    return np.where(np.isnat(delta), np.nan, delta.astype(np.int64)).astype(np.float32)
 
 
 def with_random_origins(rows: pd.DataFrame, spec: FeatureSpec, seed: int) -> pd.DataFrame:

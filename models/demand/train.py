@@ -13,6 +13,7 @@ over 4 s of training in our measurement.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,14 @@ import numpy as np
 import pandas as pd
 
 from models.demand.config import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+# objectives whose hessian is the same for every row: LightGBM's data-parallel learner counts a
+# leaf's rows from its hessian sum, which is exact only for these
+CONSTANT_HESSIAN = {"regression", "regression_l2", "l2", "mean_squared_error", "mse", "l2_root",
+                    "root_mean_squared_error", "rmse", "regression_l1", "l1", "mean_absolute_error", "mae",
+                    "quantile", "huber"}
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,31 @@ def as_numeric(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return out, categorical
 
 
-def _single(X: pd.DataFrame, y: np.ndarray, params: dict, rounds: int, categorical: list[str]) -> str:
-    booster = lgb.train(params, lgb.Dataset(X, y, categorical_feature=categorical, free_raw_data=True),
-                        num_boost_round=rounds)
+BIN_SAMPLE_ROWS = 200_000  # LightGBM's own bin_construct_sample_cnt
+
+
+def bin_sample(X: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The rows every worker finds its bin boundaries on: a seeded sample of the whole matrix
+    (all of it when small), in row order. LightGBM bins each feature from a sample of the rows
+    it holds; in data-parallel training each worker would bin from its own shard, so the
+    boundaries — and with them the trees — would depend on how the rows were cut. Binning every
+    layout from one sample makes the data-parallel model the serial model up to the order of
+    floating-point sums."""
+    if len(X) <= BIN_SAMPLE_ROWS:
+        return X
+    rows = np.sort(np.random.default_rng(seed).choice(len(X), BIN_SAMPLE_ROWS, replace=False))
+    return X.iloc[rows]
+
+
+def _dataset(X: pd.DataFrame, y: np.ndarray, params: dict, categorical: list[str], bins: pd.DataFrame) -> lgb.Dataset:
+    """X as a LightGBM dataset whose bin boundaries come from `bins` (see bin_sample)."""
+    reference = lgb.Dataset(bins, params=params, categorical_feature=categorical, free_raw_data=False).construct()
+    return lgb.Dataset(X, y, params=params, categorical_feature=categorical, reference=reference)
+
+
+def _single(X: pd.DataFrame, y: np.ndarray, params: dict, rounds: int, categorical: list[str],
+            bins: pd.DataFrame) -> str:
+    booster = lgb.train(params, _dataset(X, y, params, categorical, bins), num_boost_round=rounds)
     return booster.model_to_string()
 
 
@@ -80,8 +111,8 @@ def _data_parallel_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train").materialize().to_pandas()
     X, y = shard.drop(columns="__target__"), shard["__target__"].to_numpy()
     params = {**config["params"], "tree_learner": "data_parallel", "pre_partition": True, **get_network_params()}
-    booster = lgb.train(params, lgb.Dataset(X, y, categorical_feature=config["categorical"]),
-                        num_boost_round=config["rounds"])
+    bins = ray.get(config["bins"])
+    booster = lgb.train(params, _dataset(X, y, params, config["categorical"], bins), num_boost_round=config["rounds"])
     checkpoint = None
     with tempfile.TemporaryDirectory() as folder:
         if ray.train.get_context().get_world_rank() == 0:
@@ -96,13 +127,20 @@ def train_booster(X: pd.DataFrame, y: np.ndarray, params: dict, rounds: int, lay
     import ray
 
     params = {**params, "num_threads": layout.cpus_per_worker, "verbose": -1}
+    bins = bin_sample(X, params.get("seed", 0))
     if not layout.data_parallel:
         task = ray.remote(num_cpus=layout.cpus_per_worker)(_single)
-        return lgb.Booster(model_str=ray.get(task.remote(X, y, params, rounds, categorical)))
+        return lgb.Booster(model_str=ray.get(task.remote(X, y, params, rounds, categorical, bins)))
 
     import ray.data
     import ray.train
     from ray.train.lightgbm import LightGBMTrainer
+
+    if params.get("objective", "regression") not in CONSTANT_HESSIAN:
+        log.warning("data-parallel training with objective %s: LightGBM's data-parallel learner estimates each "
+                    "leaf's row count from its hessian sum and applies min_data_in_leaf to that estimate, so "
+                    "the model can differ from a single worker's (docs/demand.md, 'Training on Ray')",
+                    params.get("objective"))
 
     # rows arrive ordered by date; shards cut in order would give one worker the old half and the
     # other the new half, and LightGBM's per-worker bin boundaries of date-like features would
@@ -111,7 +149,7 @@ def train_booster(X: pd.DataFrame, y: np.ndarray, params: dict, rounds: int, lay
     data = ray.data.from_pandas(X.iloc[order].assign(__target__=y[order])).repartition(layout.workers)
     trainer = LightGBMTrainer(
         _data_parallel_loop,
-        train_loop_config={"params": params, "rounds": rounds, "categorical": categorical},
+        train_loop_config={"params": params, "rounds": rounds, "categorical": categorical, "bins": ray.put(bins)},
         scaling_config=ray.train.ScalingConfig(num_workers=layout.workers,
                                                resources_per_worker={"CPU": layout.cpus_per_worker},
                                                placement_strategy="SPREAD"),

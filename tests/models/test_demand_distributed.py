@@ -2,15 +2,18 @@
 
 Without tree_learner/pre_partition/network params each worker would silently train its own
 model on its half; the root of every tree of a genuine data-parallel model counts all the
-training rows (two half-models would count half). Its score is compared with the single-worker
-model's on the same holdout within a 5 % sanity bound: on the tiny lake (55k training rows) the
-per-worker bin boundaries alone move the L2 model's RMSE by 0.7–2.2 %, so the issue's 2 % bar
-is not asserted here (open item).
+training rows (two half-models would count half). Both layouts bin the features from one sample
+of the whole matrix (models/demand/train.py: bin_sample), so the data-parallel model scores
+within the issue's 2 % of the single worker's on the same holdout (measured: 0.5 %; before the
+shared bins each worker binned its own shard and the gap was 0.7–2.2 %).
 
-The score comparison uses the L2 objective: with the production tweedie objective, on the tiny
-lake, LightGBM's data-parallel model drifts from the serial one over the rounds (RMSE 3.6 vs 3.0
-after 300 rounds; identical after one round, so the starting score is synced); that is an open
-item of the demand issue, see docs/demand.md."""
+That holds for objectives whose hessian is constant (L2, which the score test uses). With
+tweedie or poisson, LightGBM's data-parallel learner carries each leaf's row count as an
+estimate from its hessian sum instead of counting rows, and enforces min_data_in_leaf (and the
+categorical count rules) on that estimate: the trees take the same splits at the same gains,
+but the counts drift with depth (3,426 rows estimated as 7,411 on the tiny lake) and later
+splits differ (a tree dump shows it; docs/demand.md has the measurements). Production keeps
+one worker per model unless the matrix outgrows a node."""
 
 from __future__ import annotations
 
@@ -62,5 +65,6 @@ def test_data_parallel_on_two_nodes_matches_one_worker(tiny_lake, two_node_clust
         holdout[name] = forecaster.predict(holdout)
         scores[name] = wrmsse(history, holdout, prediction=name)
         rmse[name] = float(np.sqrt(np.mean((holdout["units_sold"] - holdout[name]) ** 2)))
-    assert abs(rmse["data_parallel"] - rmse["single"]) / rmse["single"] < 0.05, rmse
-    assert abs(scores["data_parallel"] - scores["single"]) / scores["single"] < 0.05, scores
+    assert abs(rmse["data_parallel"] - rmse["single"]) / rmse["single"] < 0.02, rmse
+    assert abs(scores["data_parallel"] - scores["single"]) / scores["single"] < 0.02, scores
+
