@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ EVENTS = ("618", "double11", "double12", "cny", "valentines", "qixi", "womens_da
 PHASES = ("presale", "peak", "post", "closure", "holiday")
 EVENT_REACH_DAYS = 45  # days-to / days-since an event are clipped here
 CATEGORICAL = ("store_id", "channel", "platform", "format", "city", "category", "subcategory", "style", "price_band")
+SKU_ATTRIBUTES = ("category", "subcategory", "style", "price_band")
 
 
 class FeatureSpec(BaseModel):
@@ -69,6 +71,11 @@ class Panel:
 
     def date_index(self, day: dt.date) -> int:
         return (day - self.start).days
+
+    @cached_property
+    def index(self) -> pd.MultiIndex:
+        """The series as a (store_id, sku_id) index: get_indexer finds a row's series."""
+        return pd.MultiIndex.from_frame(self.series[["store_id", "sku_id"]])
 
 
 def build_panel(demand: pd.DataFrame) -> Panel:
@@ -212,6 +219,48 @@ class Attributes:
             self._cache["category_price"] = self.products_by_sku().groupby("category")["list_price"].median()
         return self._cache["category_price"]
 
+    def lookup(self, level: str) -> tuple[pd.Index, dict[str, np.ndarray]]:
+        """The per-SKU (`level` sku_id) or per-store (store_id) values the features read, as
+        arrays aligned with an index of the keys and one extra last entry, missing, which an
+        unknown key's position −1 picks."""
+        if level not in self._cache:
+            table = self.products_by_sku() if level == "sku_id" else self.stores_by_id()
+            columns: dict[str, np.ndarray] = {}
+            for name in table.columns:
+                values = table[name].astype("object").where(table[name].notna(), None).to_numpy()
+                columns[name] = np.append(values, None)
+            if level == "sku_id":
+                launch = pd.to_datetime(table["launch_date"])
+                columns["list_price"] = np.append(table["list_price"].to_numpy(np.float32), np.nan).astype(np.float32)
+                category_price = table["category"].map(self.category_price()).to_numpy(np.float32)
+                columns["category_price"] = np.append(category_price, np.nan).astype(np.float32)
+                columns["launch_day"] = np.append(launch.to_numpy().astype("datetime64[D]"), np.datetime64("NaT"))
+                columns["launch_month"] = np.append(launch.dt.month.to_numpy(np.float32), np.nan).astype(np.float32)
+            elif "open_date" in table:
+                opened = pd.to_datetime(table["open_date"]).to_numpy().astype("datetime64[D]")
+                columns["open_day"] = np.append(opened, np.datetime64("NaT"))
+            self._cache[level] = (pd.Index(table.index), columns)
+        return self._cache[level]
+
+    def category_index(self, categories: list[str]) -> pd.Index:
+        """An index of learned categories (cached): get_indexer gives the codes."""
+        key = ("categories", tuple(categories))
+        if key not in self._cache:
+            self._cache[key] = pd.Index(categories, dtype="object")
+        return self._cache[key]
+
+    def codes(self, level: str, name: str, categories: list[str]) -> np.ndarray:
+        """Float codes of attribute `name` into `categories` for every key of `level` (as in
+        lookup(), with the missing last entry), NaN where missing or not a category."""
+        key = ("codes", level, name, tuple(categories))
+        if key not in self._cache:
+            _, table = self.lookup(level)
+            values = table[name] if name in table else np.full(len(self.lookup(level)[0]) + 1, None, dtype=object)
+            codes = self.category_index(categories).get_indexer(values).astype(np.float32)
+            codes[codes < 0] = np.nan
+            self._cache[key] = codes
+        return self._cache[key]
+
     def calendar_features(self, days: pd.Series) -> pd.DataFrame:
         """calendar_features() of `days`, looked up in a table of every day between the earliest
         and the latest asked for so far (a day's features do not depend on the other days)."""
@@ -227,6 +276,20 @@ class Attributes:
             start, table = lo, calendar_features(every_day, self.calendar)
             self._cache["calendar"] = (start, table)
         return table.iloc[ordinal - start].reset_index(drop=True)
+
+    def calendar_columns(self, days: np.ndarray) -> dict[str, np.ndarray]:
+        """calendar_features() of `days` (datetime64[D]) as arrays."""
+        ordinal = days.astype(np.int64)
+        start, table = self._cache.get("calendar", (0, None))
+        if len(ordinal) and (table is None or ordinal.min() < start or ordinal.max() >= start + len(table)):
+            self.calendar_features(pd.Series(days[[ordinal.argmin(), ordinal.argmax()]]))  # widens the table
+            start, table = self._cache["calendar"]
+        if table is None:
+            table = calendar_features(pd.Series(pd.to_datetime([])), self.calendar)
+        key = ("calendar_arrays", start, len(table))
+        if key not in self._cache:
+            self._cache[key] = {name: table[name].to_numpy() for name in table.columns}
+        return {name: values[ordinal - start] for name, values in self._cache[key].items()}
 
 
 def _price_band(products: pd.DataFrame) -> pd.Series:
@@ -260,28 +323,30 @@ class _RowKeys:
             values = values.reindex(self.stores).to_numpy()
         return np.asarray(values)[self.store_codes]
 
-    def series_index(self, series: pd.DataFrame) -> np.ndarray:
-        """Each row's position in `series` (store_id, sku_id), −1 where it is not there."""
+    def series_index(self, known: pd.MultiIndex) -> np.ndarray:
+        """Each row's position in the (store_id, sku_id) index `known`, −1 where it is not there."""
         pair = self.store_codes.astype(np.int64) * len(self.skus) + self.sku_codes
         pair_codes, pairs = pd.factorize(pair)
         pairs = np.asarray(pairs)
-        known = pd.MultiIndex.from_frame(series[["store_id", "sku_id"]])
         asked = pd.MultiIndex.from_arrays([self.stores[pairs // len(self.skus)], self.skus[pairs % len(self.skus)]])
         return known.get_indexer(asked)[pair_codes]
 
 
-def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Attributes,
-                  spec: FeatureSpec, categories: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Feature rows for `rows` with columns store_id, sku_id, dt (the target day), origin (the
-    day the forecast is made from, inside the panel), list_price and offer_discount_pct.
+def feature_columns(panel: Panel, history: History, rows: pd.DataFrame, attrs: Attributes, spec: FeatureSpec,
+                    categories: dict[str, list[str]] | None = None) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The features of `rows` (columns store_id, sku_id, dt the target day, origin the day the
+    forecast is made from, list_price, offer_discount_pct) as arrays, in the model's column
+    order; categorical features as float codes into `categories` (NaN when missing or not
+    among them). `categories` None learns them from the rows. Returns the columns and the
+    categories.
 
     A row whose series the panel does not know (a new store × SKU) or whose origin lies outside
     the panel gets missing history features (LightGBM treats them as missing) and keeps its
-    product, store, price and calendar features. `categories` fixes the categorical codes
-    learned at fit; None learns them. Returns the frame, in a fixed column order, and the
-    categories."""
+    product, store, price and calendar features. Everything is array work over the rows and
+    lookups on their distinct keys: the same code builds a 2M-row training matrix and the 140
+    rows of one served forecast, where pandas' per-call overhead would dominate."""
     keys = _RowKeys(rows)
-    series_idx = keys.series_index(panel.series)
+    series_idx = keys.series_index(panel.index)
     sku_idx = keys.per_sku(history.sku_index.get_indexer(keys.skus))
     store_idx = keys.per_store(history.store_index.get_indexer(keys.stores))
     target = pd.to_datetime(rows["dt"]).to_numpy().astype("datetime64[D]")
@@ -297,7 +362,7 @@ def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Att
         values[ok] = matrix[row_idx[ok], day_idx[ok]]
         return values
 
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name in spec.history_feature_names():
         if name.startswith("same_weekday_"):
             weeks = int(name.removeprefix("same_weekday_").removesuffix("w"))
@@ -309,43 +374,51 @@ def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Att
             out[name] = gather(history.store[name], store_idx, origin_idx, in_panel & (store_idx >= 0))
         else:
             out[name] = gather(history.series[name], series_idx, origin_idx, in_panel & (series_idx >= 0))
-    frame = pd.DataFrame(out, index=rows.index)
-    frame["horizon_days"] = horizon.astype(np.float32)
+    out["horizon_days"] = horizon.astype(np.float32)
 
-    products = attrs.products_by_sku()
-    stores = attrs.stores_by_id()
-    frame["list_price"] = rows["list_price"].astype("float32").to_numpy()
-    frame["offer_discount_pct"] = rows["offer_discount_pct"].astype("float32").to_numpy()
-    frame["offer_price"] = frame["list_price"] * (1 - frame["offer_discount_pct"])
-    frame["price_vs_launch"] = frame["list_price"] / keys.per_sku(products["list_price"]).astype(np.float32)
-    category_price = products["category"].map(attrs.category_price())
-    frame["offer_price_vs_category"] = frame["offer_price"] / keys.per_sku(category_price).astype(np.float32)
-    launch = pd.to_datetime(products["launch_date"].reindex(keys.skus))
-    frame["sku_age_days"] = _days(target - keys.per_sku(launch.to_numpy().astype("datetime64[D]")))
-    frame["launch_month"] = keys.per_sku(launch.dt.month.to_numpy(dtype=np.float32))
-    if "open_date" in stores:
-        opened = pd.to_datetime(stores["open_date"].reindex(keys.stores)).to_numpy().astype("datetime64[D]")
-        frame["store_age_days"] = _days(target - keys.per_store(opened))
-    else:
-        frame["store_age_days"] = np.float32(np.nan)
-    cal = attrs.calendar_features(rows["dt"])
-    cal.index = frame.index
-    frame = pd.concat([frame, cal], axis=1)
+    sku_keys, sku = attrs.lookup("sku_id")
+    store_keys, store = attrs.lookup("store_id")
+    sku_pos = keys.per_sku(sku_keys.get_indexer(keys.skus))  # −1 (unknown) picks the missing last entry
+    store_pos = keys.per_store(store_keys.get_indexer(keys.stores))
+    out["list_price"] = rows["list_price"].to_numpy(dtype=np.float32)
+    out["offer_discount_pct"] = rows["offer_discount_pct"].to_numpy(dtype=np.float32)
+    out["offer_price"] = out["list_price"] * (1 - out["offer_discount_pct"])
+    out["price_vs_launch"] = out["list_price"] / sku["list_price"][sku_pos]
+    out["offer_price_vs_category"] = out["offer_price"] / sku["category_price"][sku_pos]
+    out["sku_age_days"] = _days(target - sku["launch_day"][sku_pos])
+    out["launch_month"] = sku["launch_month"][sku_pos]
+    out["store_age_days"] = (_days(target - store["open_day"][store_pos]) if "open_day" in store
+                             else np.full(len(rows), np.nan, np.float32))
+    out.update(attrs.calendar_columns(target))
 
     learned = {} if categories is None else dict(categories)
+    distinct_sku, distinct_store = sku_keys.get_indexer(keys.skus), store_keys.get_indexer(keys.stores)
     for name in CATEGORICAL:
-        # the attribute of each distinct store or SKU, coded, then spread to the rows
-        if name == "store_id":
-            distinct, spread = pd.Series(keys.stores, index=keys.stores), keys.per_store
-        elif name in ("channel", "platform", "format", "city"):
-            distinct, spread = stores[name].reindex(keys.stores) if name in stores else pd.Series(None, index=keys.stores), keys.per_store
-        else:
-            distinct, spread = products[name].reindex(keys.skus) if name in products else pd.Series(None, index=keys.skus), keys.per_sku
-        distinct = distinct.astype("object").where(distinct.notna(), None)
+        # each distinct store or SKU coded (from a per-model table of codes), then spread to the rows
+        level, distinct = ("sku_id", distinct_sku) if name in SKU_ATTRIBUTES else ("store_id", distinct_store)
         if categories is None:
-            learned[name] = sorted(v for v in distinct.dropna().unique())
-        codes = pd.Categorical(distinct.to_numpy(), categories=learned[name]).codes
-        frame[name] = pd.Categorical.from_codes(spread(codes), categories=learned[name])
+            table = attrs.lookup(level)[1]
+            values = keys.stores if name == "store_id" else table[name][distinct] if name in table else []
+            learned[name] = sorted({v for v in values if v is not None and v == v})
+        if name == "store_id":  # the key itself, whether or not the stores table lists it
+            codes = attrs.category_index(learned[name]).get_indexer(keys.stores).astype(np.float32)
+            codes[codes < 0] = np.nan
+            out[name] = keys.per_store(codes)
+        else:
+            codes = attrs.codes(level, name, learned[name])[distinct]
+            out[name] = keys.per_sku(codes) if level == "sku_id" else keys.per_store(codes)
+    return out, learned
+
+
+def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Attributes,
+                  spec: FeatureSpec, categories: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """feature_columns() as a frame (indexed like `rows`) with pandas Categorical columns, for
+    reading and plotting; models train and predict on the float codes of feature_columns()."""
+    columns, learned = feature_columns(panel, history, rows, attrs, spec, categories)
+    frame = pd.DataFrame(columns, index=rows.index)
+    for name in CATEGORICAL:
+        codes = np.nan_to_num(frame[name].to_numpy(), nan=-1).astype(int)
+        frame[name] = pd.Categorical.from_codes(codes, categories=learned[name])
     return frame, learned
 
 

@@ -23,9 +23,9 @@ from lake.contract import PRICES, PROMOTIONS, complete
 from lake.merge import list_prices, offer_discounts
 from models.demand.config import DemandConfig
 from models.demand.features import (
-    Attributes, History, Panel, build_panel, design_matrix, history_features, with_random_origins,
+    CATEGORICAL, Attributes, History, Panel, build_panel, feature_columns, history_features, with_random_origins,
 )
-from models.demand.train import Layout, as_numeric, choose_layout, node_cpus, train_booster
+from models.demand.train import Layout, choose_layout, node_cpus, train_booster
 
 FORMAT_VERSION = 2  # 2: residual quantiles are scaled by √(forecast + 1)
 
@@ -70,11 +70,12 @@ class DemandForecaster:
         history = history_features(panel, spec)
         train_rows = with_random_origins(history_rows[history_rows["dt"] > first_train_day], spec, training.seed)
         train_rows = train_rows[train_rows["origin"] >= pd.Timestamp(panel.start)]
-        X, categories = design_matrix(panel, history, train_rows, data.attributes, spec)
-        numeric, categorical = as_numeric(X)
+        columns, categories = feature_columns(panel, history, train_rows, data.attributes, spec)
+        X = pd.DataFrame(columns)
+        categorical = list(CATEGORICAL)
         y = train_rows["units_sold"].to_numpy(dtype=np.float64)
         self.layout_ = layout or choose_layout(training, len(X), node_cpus())
-        self.booster_ = train_booster(numeric, y, dict(training.params), training.num_boost_round, self.layout_, categorical)
+        self.booster_ = train_booster(X, y, dict(training.params), training.num_boost_round, self.layout_, categorical)
         self.categories_ = categories
         self.features_order_ = list(X.columns)
         self.categorical_ = categorical
@@ -100,9 +101,11 @@ class DemandForecaster:
         """Point forecasts (expected units) for rows with store_id, sku_id, dt (1–horizon days
         after the origin), list_price and offer_discount_pct."""
         rows = rows.assign(origin=pd.Timestamp(self.origin_))
-        X, _ = design_matrix(self.panel_, self.history_, rows, self._attributes(), self.config.features, self.categories_)
-        numeric, _ = as_numeric(X[self.features_order_])
-        return np.clip(self.booster_.predict(numeric), 0, None)
+        columns, _ = feature_columns(self.panel_, self.history_, rows, self._attributes(), self.config.features,
+                                     self.categories_)
+        matrix = np.column_stack([columns[name] for name in self.features_order_]) if len(rows) else \
+            np.empty((0, len(self.features_order_)), np.float32)
+        return np.clip(self.booster_.predict(matrix), 0, None)
 
     def calibrate(self, predicted: np.ndarray, actual: np.ndarray) -> "DemandForecaster":
         """Learn the P10/P90 residual quantiles, per decile of the point forecast, from the
@@ -215,10 +218,9 @@ class DemandForecaster:
         horizon = self.config.features.horizon if horizon_days is None else horizon_days
         if not 1 <= horizon <= self.config.features.horizon:
             raise ValueError(f"horizon_days must be 1–{self.config.features.horizon}, got {horizon}")
-        stores = set(self.tables_["stores"]["store_id"])
+        stores, products = self._attributes().lookup("store_id")[0], self._attributes().lookup("sku_id")[0]
         if store_id not in stores:
             raise KeyError(f"unknown store_id {store_id!r}")
-        products = set(self.tables_["products"]["sku_id"])
         unknown = [s for s in sku_ids if s not in products]
         if unknown:
             raise KeyError(f"unknown sku_id(s): {', '.join(map(repr, unknown[:5]))}")
