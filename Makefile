@@ -41,7 +41,14 @@ postgresql-server:
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq postgresql >/dev/null
 endif
 
-test: $(VENV)/.installed-dev $(CHROMIUM) $(POSTGRES)
+# `quanyu serve --ingress haproxy` puts Debian's HAProxy in front of the ingress replicas
+HAPROXY := /usr/sbin/haproxy
+$(HAPROXY):
+	@command -v apt-get >/dev/null || { echo "the HAProxy ingress test needs $(HAPROXY) (Debian: apt-get install haproxy)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq haproxy >/dev/null
+
+test: $(VENV)/.installed-dev $(CHROMIUM) $(POSTGRES) $(HAPROXY)
 	$(BIN)/python -m pytest --durations=25 -m "not cluster"
 
 # the peers of the benchmarks need pandas < 3 (statsforecast, in `bench demand`) or a geopandas

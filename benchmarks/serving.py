@@ -4,7 +4,8 @@ For `/v1/demand/forecast` (one store, 5 SKUs, 28 days) and `/v1/matching/recomme
 k = 10, online), at concurrency 1 and 16, each for a fixed number of seconds with the closed-loop
 load generator (benchmarks/loadgen.py, its own process, loopback only):
 - **Quanyu on Ray Serve** as `quanyu serve` runs it (ingress deployment → family deployment);
-- the same with Serve's throughput-optimised mode (`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`);
+- the same with Serve's throughput-optimised mode (`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, what
+  configs/serve.yaml sets), and with HAProxy as the ingress (`quanyu serve --ingress haproxy`);
 - **a bare FastAPI + uvicorn app** around the same predictors and handlers (no Ray);
 - **`mlflow models serve`** of the same registered versions, on its `/invocations` path with the
   equivalent rows;
@@ -127,17 +128,23 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
                      "QUANYU_API_KEYS": "bench-key", "QUANYU_ADMIN_KEYS": "bench-admin"})
     auth = "Bearer bench-key"
 
-    def serve_target(name: str, extra_env: dict) -> None:
+    def serve_target(name: str, extra_env: dict, extra_args: tuple[str, ...] = ()) -> None:
         port = _port()
         env = {**base_env, **extra_env}
         home = out / name
         home.mkdir(exist_ok=True)
         env["QUANYU_HOME"] = str(home)  # its own serve.json / log; the registry stays the same
-        process = _start([str(BIN / "quanyu"), "serve", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz",
-                         out / f"{name}.log")
+        process = _start([str(BIN / "quanyu"), "serve", "--port", str(port), *extra_args], env,
+                         f"http://127.0.0.1:{port}/healthz", out / f"{name}.log")
         try:
-            wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": auth},
-                                            timeout=5).json()["families"][0]["version"] is not None, 300, 1.0)
+            def loaded() -> bool:  # an ingress still starting (HAProxy without backends) answers 503 text
+                try:
+                    got = requests.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": auth}, timeout=5)
+                except requests.RequestException:  # HAProxy holds a request while it has no backend
+                    return False
+                return got.status_code == 200 and got.json()["families"][0]["version"] is not None
+
+            wait_until(loaded, 300, 1.0)
             for endpoint in bodies:
                 for c in concurrencies:
                     record(name, endpoint, c, _load(f"http://127.0.0.1:{port}{paths[endpoint]}", bodies[endpoint], c,
@@ -145,8 +152,10 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
         finally:
             _stop(process)
 
-    serve_target("ray-serve", {})
+    # configs/serve.yaml already runs Serve throughput-optimised; the first target turns it off
+    serve_target("ray-serve", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"})
     serve_target("ray-serve-throughput-optimized", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
+    serve_target("ray-serve-haproxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, ("--ingress", "haproxy"))
 
     port = _port()
     process = _start([sys.executable, "-m", "uvicorn", "benchmarks.peers.bare_fastapi:app", "--host", "127.0.0.1",

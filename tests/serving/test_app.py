@@ -245,8 +245,10 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(s
 
 
 def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path):
-    """The CLI end to end in its own process and its own Ray: --detach returns once every family
-    answers, the key it created is private to the user, a second start is refused, stop stops it."""
+    """The CLI end to end in its own process and its own Ray, behind the HAProxy ingress: --detach
+    returns once every family answers, HAProxy (not Serve's proxy actor) holds the port, the key
+    it created is private to the user, a second start is refused, stop stops it and its HAProxy.
+    (The serving fixture covers Serve's own proxy.)"""
     import os
     import stat
     import subprocess
@@ -261,9 +263,12 @@ def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path)
     quanyu = str(Path(sys.executable).parent / "quanyu")
     port = str(_free_port())
     try:
-        started = subprocess.run([quanyu, "serve", "--detach", "--port", port, "--poll-seconds", "2"], env=env,
-                                 capture_output=True, text=True, timeout=400)
+        started = subprocess.run([quanyu, "serve", "--detach", "--port", port, "--poll-seconds", "2",
+                                  "--ingress", "haproxy"], env=env, capture_output=True, text=True, timeout=400)
         assert started.returncode == 0, started.stdout + started.stderr
+        config = next((home / "haproxy").resolve().rglob("haproxy.cfg"))  # this server's, not /tmp/haproxy-serve
+        assert f":{port}" in config.read_text()
+        assert _haproxies(config), "no HAProxy process runs with the server's config"
         assert f"serving at http://127.0.0.1:{port}" in started.stdout and "quanyu-location v" in started.stdout
         key = (home / "api_key").read_text().strip()
         assert stat.S_IMODE((home / "api_key").stat().st_mode) == 0o600 and key in started.stdout
@@ -278,6 +283,34 @@ def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path)
     assert stopped.returncode == 0 and "stopped the server" in stopped.stdout
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert not _haproxies(config), "HAProxy outlived the server"
+    assert not (home / "haproxy").exists() and not config.exists()
+
+
+def _haproxies(config) -> list[int]:
+    """Pids of the HAProxy processes started with `config`."""
+    import subprocess
+
+    found = subprocess.run(["pgrep", "-f", f"haproxy .*{config}"], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_the_haproxy_ingress_without_haproxy_says_how_to_get_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_SERVE_HAPROXY_BINARY_PATH")}
+    env.update(QUANYU_HOME=str(tmp_path), PATH=str(Path(sys.executable).parent))  # no /usr/sbin: no haproxy
+    quanyu = str(Path(sys.executable).parent / "quanyu")
+    for detach in ([], ["--detach"]):
+        done = subprocess.run([quanyu, "serve", "--ingress", "haproxy", *detach], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "needs the haproxy binary" in done.stderr and "apt-get install haproxy" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "serve.json").exists()
 
 
 def test_quanyu_serve_applies_the_deployment_options_of_serve_yaml():
