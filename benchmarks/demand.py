@@ -25,8 +25,8 @@ import pandas as pd
 from benchmarks.lake import PeakMemory
 from lake.store import Lake
 from models.demand.config import DemandConfig
-from models.demand.features import build_panel, design_matrix, history_features, with_random_origins
-from models.demand.train import as_numeric, choose_layout, node_cpus, train_booster
+from models.demand.features import CATEGORICAL, build_panel, feature_columns, history_features, with_random_origins
+from models.demand.train import choose_layout, node_cpus, train_booster
 from models.metrics import wape, wrmsse
 
 PEERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-peers" / "bin" / "python"
@@ -61,11 +61,11 @@ def main(lake_root: Path, folder: Path, config: DemandConfig) -> dict:
         rows = with_random_origins(history_rows[history_rows["dt"] > origin - dt.timedelta(days=training.history_days)],
                                    spec, training.seed)
         rows = rows[rows["origin"] >= pd.Timestamp(panel.start)]
-        X, categories = design_matrix(panel, history, rows, data.attributes, spec)
-        return panel, history, rows, X, categories
+        columns, categories = feature_columns(panel, history, rows, data.attributes, spec)
+        return panel, history, rows, pd.DataFrame(columns), categories
 
     (panel, history, rows, X, categories), t_features, m_features = _timed(build)
-    numeric, categorical = as_numeric(X)
+    numeric, categorical = X, list(CATEGORICAL)  # categorical features as float codes, as the family trains
     y = rows["units_sold"].to_numpy(dtype=np.float64)
     layout = choose_layout(training, len(X), node_cpus())
     params = dict(training.params)
@@ -74,8 +74,8 @@ def main(lake_root: Path, folder: Path, config: DemandConfig) -> dict:
     _, t_bare, m_bare = _timed(lambda: lgb.train(bare_params, lgb.Dataset(numeric, y, categorical_feature=categorical),
                                                  num_boost_round=training.num_boost_round))
 
-    Xh, _ = design_matrix(panel, history, holdout.assign(origin=pd.Timestamp(origin)), data.attributes, spec, categories)
-    holdout["quanyu"] = np.clip(booster.predict(as_numeric(Xh[list(X.columns)])[0]), 0, None)
+    Xh, _ = feature_columns(panel, history, holdout.assign(origin=pd.Timestamp(origin)), data.attributes, spec, categories)
+    holdout["quanyu"] = np.clip(booster.predict(pd.DataFrame(Xh)[list(X.columns)]), 0, None)
     history_for_metrics = data.demand[data.demand["dt"] <= origin]
     results = {"lake": str(lake_root), "origin": str(origin), "training_rows": len(X), "features": X.shape[1],
                "layout": layout.describe(), "feature_build_s": t_features, "feature_build_peak_gb": m_features,

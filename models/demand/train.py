@@ -65,17 +65,6 @@ def choose_layout(config: TrainingConfig, rows: int, cpus: list[int]) -> Layout:
     return Layout(workers=1, cpus_per_worker=max(cpus), data_parallel=False)
 
 
-def as_numeric(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Categorical columns as float codes (NaN when missing), so every worker and every later
-    prediction sees the same codes; returns the frame and the categorical column names."""
-    out = frame.copy()
-    categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
-    for c in categorical:
-        codes = frame[c].cat.codes.astype("float32")
-        out[c] = codes.where(codes >= 0, np.nan)
-    return out, categorical
-
-
 BIN_SAMPLE_ROWS = 200_000  # LightGBM's own bin_construct_sample_cnt
 
 
