@@ -224,6 +224,21 @@ train_location = _train_command(
     "location", "Location: store revenue from site features; spatial CV; the site recommender's snapshot.")
 
 
+def _retrain_config(path: str | None = None):
+    """The retrain config (the promotion gates): `path`, else configs/retrain.yaml, else defaults."""
+    from jobs.retrain import RetrainConfig
+
+    path = path or (str(CONFIGS / "retrain.yaml") if (CONFIGS / "retrain.yaml").exists() else None)
+    return RetrainConfig.from_yaml(path) if path else RetrainConfig()
+
+
+def _gates() -> dict:
+    """Each family's promotion gate: configs/retrain.yaml's, the built-in one where it names none."""
+    from jobs.promotion import DEFAULT_GATES
+
+    return {**DEFAULT_GATES, **_retrain_config().gates}
+
+
 @cli.command("retrain")
 @lake_option
 @click.option("--date", "date", default=None, help="The day whose data arrived, YYYY-MM-DD [default: the lake's last raw day].")
@@ -237,8 +252,7 @@ def retrain_cmd(ctx, lake, date, families, config_path) -> None:
     from jobs import retrain as job
 
     day = _dates((date,))[0] if date else None
-    path = config_path or (str(CONFIGS / "retrain.yaml") if (CONFIGS / "retrain.yaml").exists() else None)
-    config = job.RetrainConfig.from_yaml(path) if path else job.RetrainConfig()
+    config = _retrain_config(config_path)
     chosen = None
     if families:
         chosen = [f.strip() for f in families.split(",") if f.strip()]
@@ -417,15 +431,17 @@ def _client(ctx):
 _family_arg = click.argument("family", type=click.Choice(["demand", "matching", "location"]))
 
 
+
 @models_cmd.command("list")
 @click.pass_context
 def models_list(ctx) -> None:
-    """Per family: champion, candidate, versions, and the champion's main metric."""
-    from jobs.promotion import DEFAULT_GATES, alias_version, describe_versions
+    """Per family: champion, candidate, versions, and the champion's main metric (the metric of
+    its gate in configs/retrain.yaml)."""
+    from jobs.promotion import alias_version, describe_versions
 
     client = _client(ctx)
     click.echo(f"{'family':<9} {'champion':>8} {'candidate':>9} {'versions':>8}  main metric of the champion")
-    for family, gate in DEFAULT_GATES.items():
+    for family, gate in _gates().items():
         versions = describe_versions(client, family, gate.metric)
         champion = alias_version(client, family, "champion")
         candidate = alias_version(client, family, "candidate")
@@ -440,10 +456,10 @@ def models_list(ctx) -> None:
 @click.pass_context
 def models_show(ctx, family, as_json) -> None:
     """Every version of FAMILY, newest first: aliases, main metric, gate verdict, lake days, commit."""
-    from jobs.promotion import DEFAULT_GATES, describe_versions, history
+    from jobs.promotion import describe_versions, history
 
     client = _client(ctx)
-    metric = DEFAULT_GATES[family].metric
+    metric = _gates()[family].metric
     versions = describe_versions(client, family, metric)
     if as_json:
         click.echo(json.dumps({"family": family, "versions": versions, "champion_history": history(client, family)},
@@ -622,8 +638,7 @@ def demo(ctx, scale, port, lake) -> None:
             click.echo(v.line())
         ctx.exit(1)
     click.echo("3/4 the daily retrain (merge, train the three families, gate, promote) …")
-    path = CONFIGS / "retrain.yaml"
-    config = retrain.RetrainConfig.from_yaml(path) if path.exists() else retrain.RetrainConfig()
+    config = _retrain_config()
     result = retrain.main(config, lake, runtime.tracking_uri, runtime.home, artifact_root=runtime.artifact_root)
     for line in retrain.summary_lines(result, config.gates):
         click.echo("    " + line)
