@@ -41,6 +41,9 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+FORECAST_BATCH = 16  # forecast requests one demand replica answers together at most
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class Family:
     """One model family's served version, following its alias."""
@@ -69,6 +72,21 @@ class Family:
         except Exception:  # a bug, not the caller's fault: log it, say nothing internal
             logger.exception("quanyu-%s %s failed", self.family, operation)
             return 500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"}
+
+    @serve.batch(max_batch_size=FORECAST_BATCH, batch_wait_timeout_s=0.0)
+    async def forecasts(self, requests: list[dict]) -> list[tuple[int, dict]]:
+        """Forecast requests answered together: whatever queued while the previous batch was
+        computed (no waiting: at concurrency 1 a batch is one request) gets one feature build
+        and one booster call."""
+        loaded = self.model.current
+        if loaded is None:
+            return [self.call("forecast", r) for r in requests]  # the 503 of call(), one per request
+        try:
+            return handlers.forecasts(loaded, requests)
+        except Exception:  # a bug, not the callers' fault: log it, say nothing internal
+            logger.exception("quanyu-%s forecast batch of %d failed", self.family, len(requests))
+            return [(500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"})
+                    for _ in requests]
 
     def status(self) -> dict:
         return self.model.status()
@@ -217,7 +235,7 @@ class Ingress:
     @api.post("/v1/demand/forecast", response_model=schemas.ForecastResponse, dependencies=[Depends(require_key)],
               responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def forecast(self, request: schemas.ForecastRequest):
-        return _answer(await _ask(self.families["demand"], "call", "forecast", request.model_dump(mode="json")))
+        return _answer(await _ask(self.families["demand"], "forecasts", request.model_dump(mode="json")))
 
     @api.post("/v1/matching/recommend", response_model=schemas.RecommendResponse, dependencies=[Depends(require_key)],
               responses={422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})

@@ -8,6 +8,7 @@ import io
 import json
 
 import pandas as pd
+from pydantic import ValidationError
 
 from serving import schemas
 from serving.families import Loaded
@@ -20,22 +21,50 @@ def _problem(status: int, detail: str) -> Answer:
 
 
 def forecast(loaded: Loaded, request: dict) -> Answer:
-    req = schemas.ForecastRequest.model_validate(request)
+    return forecasts(loaded, [request])[0]
+
+
+def forecasts(loaded: Loaded, requests: list[dict]) -> list[Answer]:
+    """Answers to several forecast requests, computed together (one feature build, one booster
+    call); each request gets its own answer, 4xx included."""
+    answers: list[Answer | None] = [None] * len(requests)
+    asks, valid = [], []
+    for i, request in enumerate(requests):
+        try:
+            req = schemas.ForecastRequest.model_validate(request)
+        except ValidationError as exc:
+            answers[i] = (422, {"detail": exc.errors(include_url=False, include_context=False)})
+            continue
+        valid.append((i, req))
+        asks.append((req.store_id, list(dict.fromkeys(req.sku_ids)), req.horizon_days,
+                     req.what_if.model_dump(exclude_none=True) if req.what_if else None))
     forecaster = loaded.predictor
+    if hasattr(forecaster, "forecast_many"):
+        frames = forecaster.forecast_many(asks) if asks else []
+    else:  # a version registered before forecast_many existed serves its own code: one at a time
+        frames = [_forecast_one(forecaster, ask) for ask in asks]
+    for (i, req), frame in zip(valid, frames):
+        if isinstance(frame, KeyError):
+            answers[i] = _problem(404, str(frame.args[0]) if frame.args else "unknown store or SKU")
+            continue
+        if isinstance(frame, ValueError):
+            answers[i] = _problem(422, str(frame))
+            continue
+        per_sku = []
+        for sku, rows in frame.groupby("sku_id", sort=False):
+            per_sku.append({"sku_id": sku, "days": [
+                {"date": d.isoformat(), "p10": round(float(a), 4), "p50": round(float(b), 4), "p90": round(float(c), 4)}
+                for d, a, b, c in zip(rows["dt"], rows["p10"], rows["p50"], rows["p90"])]})
+        answers[i] = (200, {"model_version": loaded.version, "store_id": req.store_id,
+                            "origin": forecaster.origin_.isoformat(), "forecasts": per_sku})
+    return answers
+
+
+def _forecast_one(forecaster, ask: tuple) -> object:
     try:
-        frame = forecaster.forecast(req.store_id, list(dict.fromkeys(req.sku_ids)), req.horizon_days,
-                                    req.what_if.model_dump(exclude_none=True) if req.what_if else None)
-    except KeyError as exc:
-        return _problem(404, str(exc.args[0]) if exc.args else "unknown store or SKU")
-    except ValueError as exc:
-        return _problem(422, str(exc))
-    forecasts = []
-    for sku, rows in frame.groupby("sku_id", sort=False):
-        forecasts.append({"sku_id": sku, "days": [
-            {"date": d.isoformat(), "p10": round(float(a), 4), "p50": round(float(b), 4), "p90": round(float(c), 4)}
-            for d, a, b, c in zip(rows["dt"], rows["p10"], rows["p50"], rows["p90"])]})
-    return 200, {"model_version": loaded.version, "store_id": req.store_id, "origin": forecaster.origin_.isoformat(),
-                 "forecasts": forecasts}
+        return forecaster.forecast(*ask)
+    except (KeyError, ValueError) as exc:
+        return exc
 
 
 def recommend(loaded: Loaded, request: dict) -> Answer:

@@ -215,6 +215,37 @@ class DemandForecaster:
         """P10/P50/P90 per SKU and day for the next `horizon_days` after the origin, optionally
         re-scored with a changed price, discount or promotion. Raises KeyError for an unknown
         store or SKU and ValueError for a horizon outside 1..horizon."""
+        answer = self.forecast_many([(store_id, sku_ids, horizon_days, what_if)])[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def forecast_many(self, asks: list[tuple[str, list[str], int | None, dict | None]]) -> list[pd.DataFrame | Exception]:
+        """forecast() of several (store_id, sku_ids, horizon_days, what_if) at once: one feature
+        build and one booster call for all of them, which is what makes a batch of served
+        requests cheap. Each answer is that request's frame, or the KeyError / ValueError it
+        raised; a bad request does not affect the others."""
+        answers: list[pd.DataFrame | Exception | None] = [None] * len(asks)
+        prepared: list[tuple[int, pd.DataFrame]] = []
+        for i, (store_id, sku_ids, horizon_days, what_if) in enumerate(asks):
+            try:
+                prepared.append((i, self._forecast_rows(store_id, sku_ids, horizon_days, what_if)))
+            except (KeyError, ValueError) as exc:
+                answers[i] = exc
+        if prepared:
+            rows = pd.concat([r for _, r in prepared], ignore_index=True) if len(prepared) > 1 else prepared[0][1]
+            p50 = self.predict(rows)
+            p10, p90 = self.intervals(p50)
+            frame = rows[["store_id", "sku_id", "dt", "list_price", "offer_discount_pct"]].assign(p10=p10, p50=p50, p90=p90)
+            start = 0
+            for i, r in prepared:
+                answers[i] = frame.iloc[start:start + len(r)].reset_index(drop=True)
+                start += len(r)
+        return answers
+
+    def _forecast_rows(self, store_id: str, sku_ids: list[str], horizon_days: int | None,
+                       what_if: dict | None) -> pd.DataFrame:
+        """The planned rows of one forecast request, what-if applied; raises KeyError / ValueError."""
         horizon = self.config.features.horizon if horizon_days is None else horizon_days
         if not 1 <= horizon <= self.config.features.horizon:
             raise ValueError(f"horizon_days must be 1–{self.config.features.horizon}, got {horizon}")
@@ -226,10 +257,7 @@ class DemandForecaster:
             raise KeyError(f"unknown sku_id(s): {', '.join(map(repr, unknown[:5]))}")
         days = [self.origin_ + dt.timedelta(days=h) for h in range(1, horizon + 1)]
         rows = self.planned_rows(pd.DataFrame({"store_id": store_id, "sku_id": sku_ids}), days)
-        rows = apply_what_if(rows, what_if or {})
-        p50 = self.predict(rows)
-        p10, p90 = self.intervals(p50)
-        return rows[["store_id", "sku_id", "dt", "list_price", "offer_discount_pct"]].assign(p10=p10, p50=p50, p90=p90)
+        return apply_what_if(rows, what_if or {})
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

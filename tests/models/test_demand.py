@@ -46,6 +46,29 @@ def test_forecast_has_28_days_of_ordered_intervals(fitted, demand_data):
     assert frame["p50"].sum() > 0
 
 
+def test_forecast_many_answers_each_request_as_forecast_does(fitted, demand_data):
+    """A batch of served forecasts is computed together; each request must get exactly its own
+    answer, and a bad request its own error, whatever else is in the batch."""
+    data, _ = demand_data
+    stores = data.demand["store_id"].unique()[:3].tolist()
+    asks = [(stores[0], data.demand[data.demand["store_id"] == stores[0]]["sku_id"].unique()[:3].tolist(), 28, None),
+            (stores[1], ["XX-000000"], 7, None),
+            (stores[1], data.demand[data.demand["store_id"] == stores[1]]["sku_id"].unique()[:2].tolist(), 5,
+             {"discount": 0.3}),
+            (stores[2], data.demand["sku_id"].unique()[:1].tolist(), 40, None),
+            (stores[2], data.demand[data.demand["store_id"] == stores[2]]["sku_id"].unique()[:4].tolist(), 14,
+             {"promo": True})]
+    answers = fitted.forecast_many(asks)
+    assert isinstance(answers[1], KeyError) and "XX-000000" in str(answers[1])
+    assert isinstance(answers[3], ValueError) and "horizon_days" in str(answers[3])
+    for ask, answer in zip(asks, answers):
+        if isinstance(answer, Exception):
+            continue
+        alone = fitted.forecast(*ask)
+        assert len(answer) == len(ask[1]) * ask[2]
+        pd.testing.assert_frame_equal(answer, alone)
+
+
 def test_the_plan_table_prices_every_pair_as_the_day_by_day_join_does(fitted):
     """Served forecasts gather planned prices and discounts from a per-model table; it must say
     what the Arrow joins over prices and promotions say, on every day of the horizon."""

@@ -88,6 +88,24 @@ def test_demand_forecast_and_its_errors(server):
     assert big.status_code == 413 and "over 1,000,000 bytes" in big.text
 
 
+def test_concurrent_forecasts_are_batched_and_each_gets_its_own_answer(server):
+    """The demand replica answers forecasts that arrive together in one batch (@serve.batch):
+    under 12 concurrent requests, each answer must be the one it gets alone, errors included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, uri, _ = server
+    _, store, skus = _a_series(uri)
+    bodies = [{"store_id": store, "sku_ids": skus[: 1 + i % len(skus)], "horizon_days": 1 + (3 * i) % 28,
+               "what_if": {"discount": round(0.05 * (i % 5), 2)}} for i in range(10)]
+    bodies += [{"store_id": store, "sku_ids": ["XX-000000"]}, {"store_id": "NOPE-1", "sku_ids": skus}]
+    alone = [post(base, "/v1/demand/forecast", b) for b in bodies]
+    for _ in range(3):
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            together = list(pool.map(lambda b: post(base, "/v1/demand/forecast", b), bodies))
+        assert [r.status_code for r in together] == [r.status_code for r in alone] == [200] * 10 + [404, 404]
+        assert [r.json() for r in together] == [r.json() for r in alone]
+
+
 def test_matching_recommend_and_audience(server):
     base, _, _ = server
     recommender = mlflow.pyfunc.load_model("models:/quanyu-matching@champion").unwrap_python_model().recommender
@@ -335,23 +353,31 @@ def _exported(port: int) -> dict[tuple[str, str, str], float]:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     out: dict[tuple[str, str, str], float] = {}
     for line in text.splitlines():
-        match = re.match(r"^(ray_quanyu_\w+)\{(.*)\} ([0-9.e+-]+)$", line)
+        match = re.match(r"^(ray_quanyu_\w+|ray_serve_actual_batch_size_\w+)\{(.*)\} ([0-9.e+-]+)$", line)
         if match:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
-            key = (match.group(1), labels.get("endpoint", ""), labels.get("status", labels.get("le", "")))
+            key = (match.group(1), labels.get("endpoint", labels.get("deployment", "")),
+                   labels.get("status", labels.get("le", "")))
             out[key] = out.get(key, 0.0) + float(match.group(3))
     return out
 
 
 def test_per_endpoint_latency_and_status_counts_are_exported(server):
     """quanyu_request_latency_ms (histogram) and quanyu_requests_total (by status) per endpoint,
-    scraped from the node's metrics export port as Prometheus would."""
+    scraped from the node's metrics export port as Prometheus would; and Serve's batch sizes of
+    the demand replica, which show forecasts answered several at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import ray
 
     base, uri, _ = server
     _, store, skus = _a_series(uri)
     for _ in range(3):
         assert post(base, "/v1/demand/forecast", {"store_id": store, "sku_ids": skus[:1], "horizon_days": 2}).status_code == 200
+    burst = [{"store_id": store, "sku_ids": skus, "horizon_days": 28}] * 16
+    for _ in range(3):
+        with ThreadPoolExecutor(16) as pool:
+            assert {r.status_code for r in pool.map(lambda b: post(base, "/v1/demand/forecast", b), burst)} == {200}
     assert post(base, "/v1/matching/recommend", {"member_id": "Mnobody", "k": 0}).status_code == 422
     port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
     seen: dict = {}
@@ -360,8 +386,12 @@ def test_per_endpoint_latency_and_status_counts_are_exported(server):
         seen.clear()
         seen.update(_exported(port))
         counts = {k: v for k, v in seen.items() if k[0].startswith("ray_quanyu_requests_total")}
+        batches = {k[0].rsplit("_", 1)[1]: v for k, v in seen.items()
+                   if k[0] in ("ray_serve_actual_batch_size_sum", "ray_serve_actual_batch_size_count")}
         return (any(k[1] == "/v1/demand/forecast" and k[2] == "200" and v >= 3 for k, v in counts.items())
-                and any(k[1] == "/v1/matching/recommend" and k[2] == "422" for k in counts))
+                and any(k[1] == "/v1/matching/recommend" and k[2] == "422" for k in counts)
+                # more requests than batches: some batch held several forecasts
+                and batches.get("sum", 0) > batches.get("count", 0) > 0)
 
     assert wait_until(exported, 90, 2.0), sorted(seen)[:20]
     latency = {k: v for k, v in seen.items() if k[0] == "ray_quanyu_request_latency_ms_bucket"
