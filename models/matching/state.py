@@ -445,33 +445,54 @@ class MatchingState:
                   "segment_popularity", "segment_lift", "channel_fit"]
         return names
 
+    def _as_arrays(self) -> dict[str, np.ndarray]:
+        """The member and item columns the ranker's features read, as arrays, built once: a served
+        recommendation gathers a few hundred rows from them, and converting the member table (up to
+        hundreds of thousands of rows) on every request cost more than the rest of it."""
+        cached = self.__dict__.get("_arrays")
+        if cached is None:
+            items, members = self.items, self.members
+            cached = {"item_matrix": items[list(self.ITEM_COLUMNS)].to_numpy(float),
+                      "category_code": items["category_code"].to_numpy(), "price_band": items["price_band"].to_numpy(),
+                      "style_code": items["style_code"].to_numpy(), "availability": items["availability"].to_numpy(),
+                      "member_matrix": members[list(self.MEMBER_COLUMNS)].to_numpy(float),
+                      "segment_code": members["segment_code"].to_numpy(),
+                      "online_share": members["online_share"].to_numpy(float),
+                      "overall_popularity": self.segment_popularity.mean(axis=0)}
+            self.__dict__["_arrays"] = cached
+        return cached
+
     def features(self, pairs: Pairs, item: pd.DataFrame | None = None) -> np.ndarray:
         """(len(pairs), len(feature_names())) float matrix for the ranker. `item`: a one-row
         frame (item_frame()) when every pair is about that item, which may be a new product."""
         m = pairs.member
-        members = self.members
         if item is None:
             i, items = pairs.item, self.items
         else:
             i, items = np.zeros(len(m), dtype=int), item
         known = pairs.item >= 0
         cols = [pairs.source_score, np.sum(~np.isnan(pairs.source_score), axis=1, keepdims=True).astype(float)]
-        cols.append(items[list(self.ITEM_COLUMNS)].to_numpy(float)[i])
-        cols.append(members[list(self.MEMBER_COLUMNS)].to_numpy(float)[m])
-        category_share = self.member_category_share[m, items["category_code"].to_numpy()[i]]
-        band_share = self.member_band_share[m, items["price_band"].to_numpy()[i]]
-        style = items["style_code"].to_numpy()[i]
+        item_columns = self._as_arrays() if item is None else {
+            "item_matrix": items[list(self.ITEM_COLUMNS)].to_numpy(float), "category_code": items["category_code"].to_numpy(),
+            "price_band": items["price_band"].to_numpy(), "style_code": items["style_code"].to_numpy(),
+            "availability": items["availability"].to_numpy()}
+        arrays = self._as_arrays()
+        cols.append(item_columns["item_matrix"][i])
+        cols.append(arrays["member_matrix"][m])
+        category_share = self.member_category_share[m, item_columns["category_code"][i]]
+        band_share = self.member_band_share[m, item_columns["price_band"][i]]
+        style = item_columns["style_code"][i]
         style_share = np.where(style >= 0, self.member_style_share[m, np.maximum(style, 0)], 0.0)
         at = np.maximum(pairs.item, 0)
         times = np.where(known, np.asarray(self.history[m, at]).ravel(), 0.0)
         since = np.where(known, np.asarray(self.last_bought[m, at]).ravel(), 0.0)
         since = np.where(since > 0, since - 1, np.nan)
-        seg = members["segment_code"].to_numpy()[m]
+        seg = arrays["segment_code"][m]
         seg_pop = np.where(known, self.segment_popularity[seg, at], 0.0)
-        overall = np.where(known, self.segment_popularity.mean(axis=0)[at], 0.0)
+        overall = np.where(known, arrays["overall_popularity"][at], 0.0)
         lift = np.where(known, seg_pop / np.maximum(overall, 1e-6), 1.0)
-        online = members["online_share"].to_numpy(float)[m]
-        availability = items["availability"].to_numpy()[i]
+        online = arrays["online_share"][m]
+        availability = item_columns["availability"][i]
         fit = np.where(availability == 1, online, np.where(availability == 2, 1 - online, 1.0))
         cols.append(np.column_stack([category_share, band_share, style_share, times, since, seg_pop, lift, fit]))
         return np.column_stack(cols)
