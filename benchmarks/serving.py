@@ -69,7 +69,17 @@ def _start(command: list[str], env: dict, ready_url: str, log: Path, timeout: fl
     return process
 
 
-def _stop(process: subprocess.Popen) -> None:
+def _stop(process: subprocess.Popen, leader_first: bool = False) -> None:
+    """Stop a server started by _start and everything it started. `leader_first`: signal only the
+    server and give it a minute to shut down what it started (as `quanyu serve stop` does) before
+    signalling its whole process group."""
+    if process.poll() is None and leader_first:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+            return
+        except subprocess.TimeoutExpired:
+            pass
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -150,7 +160,7 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
                     record(name, endpoint, c, _load(f"http://127.0.0.1:{port}{paths[endpoint]}", bodies[endpoint], c,
                                                     seconds, auth))
         finally:
-            _stop(process)
+            _stop(process, leader_first=True)
 
     # configs/serve.yaml already runs Serve throughput-optimised; the first target turns it off
     serve_target("ray-serve", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"})

@@ -144,25 +144,50 @@ def haproxy_env(runtime: Runtime) -> dict[str, str]:
     if link.is_symlink() or link.exists():
         _remove_haproxy_files(runtime.home)
     link.symlink_to(folder, target_is_directory=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics_port = s.getsockname()[1]
+    metrics_port, stats_port = _free_port(), _free_port()
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port)}
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _remove_haproxy_files(home: Path) -> None:
-    """The HAProxy folder QUANYU_HOME/haproxy links to, and the link."""
+    """The HAProxy folder QUANYU_HOME/haproxy links to, the link, and any HAProxy process still
+    running from that folder: Serve stops the HAProxy it started, but one spawned by a reload
+    (`-sf`) while the server was being killed can outlive it, holding the port."""
     link = home / "haproxy"
     if link.is_symlink():
-        shutil.rmtree(link.resolve(), ignore_errors=True)
+        folder = link.resolve()
+        for pid in _processes_mentioning(str(folder), "haproxy"):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
         link.unlink()
     elif link.exists():
         shutil.rmtree(link, ignore_errors=True)
+
+
+def _processes_mentioning(*words: str) -> list[int]:
+    """Pids whose command line contains every word (Linux /proc; none elsewhere)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(w in command for w in words) and int(entry.name) != os.getpid():
+            found.append(int(entry.name))
+    return found
 
 
 def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: float, say=print,
@@ -211,9 +236,11 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
         pass
     finally:
         say("stopping …")
-        serve.shutdown()
-        if ingress == "haproxy":
-            _remove_haproxy_files(runtime.home)
+        try:
+            serve.shutdown()
+        finally:
+            if ingress == "haproxy":
+                _remove_haproxy_files(runtime.home)
 
 
 def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: float, say=print,
@@ -264,6 +291,7 @@ def stop(runtime: Runtime, timeout: float = 60.0) -> str:
             time.sleep(0.5)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
+    _remove_haproxy_files(runtime.home)  # what a server killed before its own clean-up left behind
     state.unlink(missing_ok=True)
     return f"stopped the server at {info['url']} (pid {pid})"
 
