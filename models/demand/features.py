@@ -143,7 +143,7 @@ def _group_rate(panel: Panel, level: str) -> tuple[np.ndarray, pd.Index]:
 
 def history_features(panel: Panel, spec: FeatureSpec) -> History:
     """History features as of each panel day taken as origin. Same-weekday lags are not here:
-    they depend on the target day (see design_matrix)."""
+    they depend on the target day (see feature_columns)."""
     u = panel.units
     series: dict[str, np.ndarray] = {f"mean_{w}d": _trailing_mean(u, w) for w in spec.windows}
     series["last_day"] = u
