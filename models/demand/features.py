@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.metrics import series_codes
+
 EVENTS = ("618", "double11", "double12", "cny", "valentines", "qixi", "womens_day", "golden_week", "mid_autumn")
 PHASES = ("presale", "peak", "post", "closure", "holiday")
 EVENT_REACH_DAYS = 45  # days-to / days-since an event are clipped here
@@ -88,18 +90,6 @@ def build_panel(demand: pd.DataFrame) -> Panel:
     units = np.full((len(keys), n_days), np.nan, dtype=np.float32)
     units[row, col] = demand["units_sold"].to_numpy(dtype=np.float32)
     return Panel(keys, start, units)
-
-
-def series_codes(rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """Each row's series number and the series (store_id, sku_id), sorted; factorised column by
-    column, which is many times faster than indexing millions of (store, SKU) pairs."""
-    store_codes, stores = pd.factorize(rows["store_id"], sort=True)
-    sku_codes, skus = pd.factorize(rows["sku_id"], sort=True)
-    n = max(len(skus), 1)
-    codes, pairs = pd.factorize(store_codes.astype(np.int64) * n + sku_codes, sort=True)
-    pairs = np.asarray(pairs, dtype=np.int64)
-    keys = pd.DataFrame({"store_id": np.asarray(stores)[pairs // n], "sku_id": np.asarray(skus)[pairs % n]})
-    return codes, keys.astype({"store_id": rows["store_id"].dtype, "sku_id": rows["sku_id"].dtype})
 
 
 def _trailing_mean(matrix: np.ndarray, window: int) -> np.ndarray:
@@ -254,8 +244,8 @@ class Attributes:
         lookup(), with the missing last entry), NaN where missing or not a category."""
         key = ("codes", level, name, tuple(categories))
         if key not in self._cache:
-            _, table = self.lookup(level)
-            values = table[name] if name in table else np.full(len(self.lookup(level)[0]) + 1, None, dtype=object)
+            keys, table = self.lookup(level)
+            values = table[name] if name in table else np.full(len(keys) + 1, None, dtype=object)
             codes = self.category_index(categories).get_indexer(values).astype(np.float32)
             codes[codes < 0] = np.nan
             self._cache[key] = codes
@@ -312,16 +302,13 @@ class _RowKeys:
         self.store_codes, stores = pd.factorize(rows["store_id"])
         self.skus, self.stores = pd.Index(skus), pd.Index(stores)
 
-    def per_sku(self, values: pd.Series | np.ndarray) -> np.ndarray:
-        """`values` (indexed by sku_id, or one per distinct SKU) spread to the rows."""
-        if isinstance(values, pd.Series):
-            values = values.reindex(self.skus).to_numpy()
-        return np.asarray(values)[self.sku_codes]
+    def per_sku(self, values: np.ndarray) -> np.ndarray:
+        """`values`, one per distinct SKU (in `skus` order), spread to the rows."""
+        return values[self.sku_codes]
 
-    def per_store(self, values: pd.Series | np.ndarray) -> np.ndarray:
-        if isinstance(values, pd.Series):
-            values = values.reindex(self.stores).to_numpy()
-        return np.asarray(values)[self.store_codes]
+    def per_store(self, values: np.ndarray) -> np.ndarray:
+        """`values`, one per distinct store (in `stores` order), spread to the rows."""
+        return values[self.store_codes]
 
     def series_index(self, known: pd.MultiIndex) -> np.ndarray:
         """Each row's position in the (store_id, sku_id) index `known`, −1 where it is not there."""
@@ -378,8 +365,9 @@ def feature_columns(panel: Panel, history: History, rows: pd.DataFrame, attrs: A
 
     sku_keys, sku = attrs.lookup("sku_id")
     store_keys, store = attrs.lookup("store_id")
-    sku_pos = keys.per_sku(sku_keys.get_indexer(keys.skus))  # −1 (unknown) picks the missing last entry
-    store_pos = keys.per_store(store_keys.get_indexer(keys.stores))
+    distinct_sku, distinct_store = sku_keys.get_indexer(keys.skus), store_keys.get_indexer(keys.stores)
+    sku_pos = keys.per_sku(distinct_sku)  # −1 (unknown) picks the missing last entry
+    store_pos = keys.per_store(distinct_store)
     out["list_price"] = rows["list_price"].to_numpy(dtype=np.float32)
     out["offer_discount_pct"] = rows["offer_discount_pct"].to_numpy(dtype=np.float32)
     out["offer_price"] = out["list_price"] * (1 - out["offer_discount_pct"])
@@ -392,7 +380,6 @@ def feature_columns(panel: Panel, history: History, rows: pd.DataFrame, attrs: A
     out.update(attrs.calendar_columns(target))
 
     learned = {} if categories is None else dict(categories)
-    distinct_sku, distinct_store = sku_keys.get_indexer(keys.skus), store_keys.get_indexer(keys.stores)
     for name in CATEGORICAL:
         # each distinct store or SKU coded (from a per-model table of codes), then spread to the rows
         level, distinct = ("sku_id", distinct_sku) if name in SKU_ATTRIBUTES else ("store_id", distinct_store)
