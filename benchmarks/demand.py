@@ -48,7 +48,7 @@ def main(lake_root: Path, folder: Path, config: DemandConfig) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    data, _ = read_demand_data(Lake(lake_root))
+    data, _ = read_demand_data(Lake(lake_root), with_truth=False)
     spec, training = config.features, config.training
     origin = max(data.demand["dt"]) - dt.timedelta(days=spec.horizon)
     history_rows = data.demand[(data.demand["dt"] <= origin)

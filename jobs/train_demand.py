@@ -30,8 +30,9 @@ from models.demand.forecaster import DemandData, DemandForecaster
 DEMAND_COLUMNS = ["dt", "store_id", "sku_id", "units_sold", "revenue_net", "list_price", "offer_discount_pct"]
 
 
-def read_demand_data(lake: Lake) -> tuple[DemandData, pd.DataFrame | None]:
-    """The frames the demand family reads, and the oracle's expected demand when truth/ exists.
+def read_demand_data(lake: Lake, with_truth: bool = True) -> tuple[DemandData, pd.DataFrame | None]:
+    """The frames the demand family reads, and the oracle's expected demand when truth/ exists
+    and `with_truth` (it is as large as the demand itself: skip it when it is not scored).
     Raises LakeError when the lake is not merged."""
     if not lake.partitions("curated", "demand_daily"):
         raise LakeError(f"no curated demand under {lake.root}; run quanyu data merge first")
@@ -45,7 +46,7 @@ def read_demand_data(lake: Lake) -> tuple[DemandData, pd.DataFrame | None]:
     data = DemandData(demand=demand, products=read("products"), stores=read("stores"), calendar=read("calendar"),
                       promotions=read("promotions"), prices=read("prices"))
     truth = None
-    if lake.partitions("truth", "expected_demand"):
+    if with_truth and lake.partitions("truth", "expected_demand"):
         raw = lake.read_all("truth", "expected_demand", columns=["store_id", "sku_id", "expected_units"]).to_pandas()
         truth = raw.groupby(["dt", "store_id", "sku_id"], as_index=False)["expected_units"].sum()
         if lake.files("truth", "products"):

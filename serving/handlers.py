@@ -39,25 +39,41 @@ def forecasts(loaded: Loaded, requests: list[dict]) -> list[Answer]:
         asks.append((req.store_id, list(dict.fromkeys(req.sku_ids)), req.horizon_days,
                      req.what_if.model_dump(exclude_none=True) if req.what_if else None))
     forecaster = loaded.predictor
-    if hasattr(forecaster, "forecast_many"):
-        frames = forecaster.forecast_many(asks) if asks else []
-    else:  # a version registered before forecast_many existed serves its own code: one at a time
-        frames = [_forecast_one(forecaster, ask) for ask in asks]
-    for (i, req), frame in zip(valid, frames):
-        if isinstance(frame, KeyError):
-            answers[i] = _problem(404, str(frame.args[0]) if frame.args else "unknown store or SKU")
+    if hasattr(forecaster, "forecast_arrays"):
+        results = forecaster.forecast_arrays(asks) if asks else []
+    elif hasattr(forecaster, "forecast_many"):  # versions registered before forecast_arrays serve their own code
+        results = forecaster.forecast_many(asks) if asks else []
+    else:  # ... and before forecast_many: one at a time
+        results = [_forecast_one(forecaster, ask) for ask in asks]
+    for (i, req), result in zip(valid, results):
+        if isinstance(result, KeyError):
+            answers[i] = _problem(404, str(result.args[0]) if result.args else "unknown store or SKU")
             continue
-        if isinstance(frame, ValueError):
-            answers[i] = _problem(422, str(frame))
+        if isinstance(result, ValueError):
+            answers[i] = _problem(422, str(result))
             continue
-        per_sku = []
-        for sku, rows in frame.groupby("sku_id", sort=False):
-            per_sku.append({"sku_id": sku, "days": [
-                {"date": d.isoformat(), "p10": round(float(a), 4), "p50": round(float(b), 4), "p90": round(float(c), 4)}
-                for d, a, b, c in zip(rows["dt"], rows["p10"], rows["p50"], rows["p90"])]})
+        per_sku = _per_sku_frame(result) if isinstance(result, pd.DataFrame) else _per_sku(result)
         answers[i] = (200, {"model_version": loaded.version, "store_id": req.store_id,
                             "origin": forecaster.origin_.isoformat(), "forecasts": per_sku})
     return answers
+
+
+def _per_sku(forecast) -> list[dict]:
+    """The response's forecasts from a forecast's day × SKU matrices."""
+    dates = [d.isoformat() for d in forecast.days]
+    p10, p50, p90 = ([[round(x, 4) for x in column] for column in m.T.tolist()]
+                     for m in (forecast.p10, forecast.p50, forecast.p90))
+    return [{"sku_id": sku, "days": [{"date": d, "p10": a, "p50": b, "p90": c}
+                                     for d, a, b, c in zip(dates, p10[i], p50[i], p90[i])]}
+            for i, sku in enumerate(forecast.sku_ids)]
+
+
+def _per_sku_frame(frame: pd.DataFrame) -> list[dict]:
+    """The response's forecasts from a forecast frame (what versions before forecast_arrays answer)."""
+    return [{"sku_id": sku, "days": [
+        {"date": d.isoformat(), "p10": round(float(a), 4), "p50": round(float(b), 4), "p90": round(float(c), 4)}
+        for d, a, b, c in zip(rows["dt"], rows["p10"], rows["p50"], rows["p90"])]}
+        for sku, rows in frame.groupby("sku_id", sort=False)]
 
 
 def _forecast_one(forecaster, ask: tuple) -> object:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,6 +80,12 @@ class Panel:
     def index(self) -> pd.MultiIndex:
         """The series as a (store_id, sku_id) index: get_indexer finds a row's series."""
         return pd.MultiIndex.from_frame(self.series[["store_id", "sku_id"]])
+
+    @cached_property
+    def positions(self) -> dict[tuple[str, str], int]:
+        """Row of each (store_id, sku_id): looking up a few pairs in a dict costs microseconds
+        where a MultiIndex lookup costs half a millisecond (a served forecast asks for a few)."""
+        return {pair: i for i, pair in enumerate(zip(self.series["store_id"].tolist(), self.series["sku_id"].tolist()))}
 
 
 def build_panel(demand: pd.DataFrame) -> Panel:
@@ -290,16 +298,34 @@ def _price_band(products: pd.DataFrame) -> pd.Series:
     return pd.cut(ranks, [0, 1 / 3, 2 / 3, 1.0], labels=["entry", "core", "premium"], include_lowest=True).astype(str)
 
 
+SMALL_LOOKUP = 1_000  # distinct pairs up to which dict lookups beat a MultiIndex lookup
+
+# rows to build features for: a frame, or a mapping of column name to array (what a served
+# forecast builds, skipping pandas' per-call overhead); dt and origin may be datetime64 arrays
+Rows = Mapping[str, Any]
+
+
+def _days_of(values: Any) -> np.ndarray:
+    """Dates (datetime64, Timestamps, datetime.date objects or ISO strings) as datetime64[D]."""
+    array = np.asarray(values)
+    if array.dtype.kind == "M":
+        return array.astype("datetime64[D]")
+    return pd.to_datetime(values).to_numpy().astype("datetime64[D]")
+
+
 class _RowKeys:
     """The rows' SKUs and stores, factorised once: a per-SKU or per-store lookup is then done on
     the few distinct keys and spread to the rows with one take, instead of a map over every row
     (a training matrix has millions of rows and a few thousand distinct keys)."""
 
-    def __init__(self, rows: pd.DataFrame) -> None:
-        if rows["sku_id"].isna().any() or rows["store_id"].isna().any():
+    def __init__(self, rows: Rows) -> None:
+        # a frame's string columns factorise fastest as they are; arrays (a served request) as objects
+        sku_ids, store_ids = (rows[name] if isinstance(rows[name], pd.Series) else np.asarray(rows[name], dtype=object)
+                              for name in ("sku_id", "store_id"))
+        if pd.isna(sku_ids).any() or pd.isna(store_ids).any():
             raise ValueError("every row needs a store_id and a sku_id")
-        self.sku_codes, skus = pd.factorize(rows["sku_id"])
-        self.store_codes, stores = pd.factorize(rows["store_id"])
+        self.sku_codes, skus = pd.factorize(sku_ids)
+        self.store_codes, stores = pd.factorize(store_ids)
         self.skus, self.stores = pd.Index(skus), pd.Index(stores)
 
     def per_sku(self, values: np.ndarray) -> np.ndarray:
@@ -310,21 +336,26 @@ class _RowKeys:
         """`values`, one per distinct store (in `stores` order), spread to the rows."""
         return values[self.store_codes]
 
-    def series_index(self, known: pd.MultiIndex) -> np.ndarray:
-        """Each row's position in the (store_id, sku_id) index `known`, −1 where it is not there."""
+    def series_index(self, panel: Panel) -> np.ndarray:
+        """Each row's series (row of the panel), −1 where the panel does not have it."""
         pair = self.store_codes.astype(np.int64) * len(self.skus) + self.sku_codes
         pair_codes, pairs = pd.factorize(pair)
         pairs = np.asarray(pairs)
-        asked = pd.MultiIndex.from_arrays([self.stores[pairs // len(self.skus)], self.skus[pairs % len(self.skus)]])
-        return known.get_indexer(asked)[pair_codes]
+        stores, skus = self.stores[pairs // len(self.skus)], self.skus[pairs % len(self.skus)]
+        if len(pairs) > SMALL_LOOKUP:  # a training matrix: one vectorised lookup
+            found = panel.index.get_indexer(pd.MultiIndex.from_arrays([stores, skus]))
+        else:
+            positions = panel.positions
+            found = np.fromiter((positions.get(p, -1) for p in zip(stores, skus)), np.int64, count=len(pairs))
+        return found[pair_codes]
 
 
-def feature_columns(panel: Panel, history: History, rows: pd.DataFrame, attrs: Attributes, spec: FeatureSpec,
+def feature_columns(panel: Panel, history: History, rows: Rows, attrs: Attributes, spec: FeatureSpec,
                     categories: dict[str, list[str]] | None = None) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
-    """The features of `rows` (columns store_id, sku_id, dt the target day, origin the day the
-    forecast is made from, list_price, offer_discount_pct) as arrays, in the model's column
-    order; categorical features as float codes into `categories` (NaN when missing or not
-    among them). `categories` None learns them from the rows. Returns the columns and the
+    """The features of `rows` (a frame or a mapping of column arrays: store_id, sku_id, dt the
+    target day, origin the day the forecast is made from, list_price, offer_discount_pct) as
+    arrays, in the model's column order; categorical features as float codes into `categories`
+    (NaN when missing or not among them). `categories` None learns them from the rows. Returns the columns and the
     categories.
 
     A row whose series the panel does not know (a new store × SKU) or whose origin lies outside
@@ -333,11 +364,11 @@ def feature_columns(panel: Panel, history: History, rows: pd.DataFrame, attrs: A
     lookups on their distinct keys: the same code builds a 2M-row training matrix and the 140
     rows of one served forecast, where pandas' per-call overhead would dominate."""
     keys = _RowKeys(rows)
-    series_idx = keys.series_index(panel.index)
+    series_idx = keys.series_index(panel)
     sku_idx = keys.per_sku(history.sku_index.get_indexer(keys.skus))
     store_idx = keys.per_store(history.store_index.get_indexer(keys.stores))
-    target = pd.to_datetime(rows["dt"]).to_numpy().astype("datetime64[D]")
-    origin = pd.to_datetime(rows["origin"]).to_numpy().astype("datetime64[D]")
+    target, origin = _days_of(rows["dt"]), _days_of(rows["origin"])
+    n = len(target)
     horizon = (target - origin).astype(np.int64)
     if (horizon < 1).any() or (horizon > spec.horizon).any():
         raise ValueError(f"every row's target must lie 1–{spec.horizon} days after its origin")
@@ -345,7 +376,7 @@ def feature_columns(panel: Panel, history: History, rows: pd.DataFrame, attrs: A
     in_panel = (origin_idx >= 0) & (origin_idx < panel.days)
 
     def gather(matrix: np.ndarray, row_idx: np.ndarray, day_idx: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        values = np.full(len(rows), np.nan, np.float32)
+        values = np.full(n, np.nan, np.float32)
         values[ok] = matrix[row_idx[ok], day_idx[ok]]
         return values
 
@@ -368,15 +399,15 @@ def feature_columns(panel: Panel, history: History, rows: pd.DataFrame, attrs: A
     distinct_sku, distinct_store = sku_keys.get_indexer(keys.skus), store_keys.get_indexer(keys.stores)
     sku_pos = keys.per_sku(distinct_sku)  # −1 (unknown) picks the missing last entry
     store_pos = keys.per_store(distinct_store)
-    out["list_price"] = rows["list_price"].to_numpy(dtype=np.float32)
-    out["offer_discount_pct"] = rows["offer_discount_pct"].to_numpy(dtype=np.float32)
+    out["list_price"] = np.asarray(rows["list_price"], dtype=np.float32)
+    out["offer_discount_pct"] = np.asarray(rows["offer_discount_pct"], dtype=np.float32)
     out["offer_price"] = out["list_price"] * (1 - out["offer_discount_pct"])
     out["price_vs_launch"] = out["list_price"] / sku["list_price"][sku_pos]
     out["offer_price_vs_category"] = out["offer_price"] / sku["category_price"][sku_pos]
     out["sku_age_days"] = _days(target - sku["launch_day"][sku_pos])
     out["launch_month"] = sku["launch_month"][sku_pos]
     out["store_age_days"] = (_days(target - store["open_day"][store_pos]) if "open_day" in store
-                             else np.full(len(rows), np.nan, np.float32))
+                             else np.full(n, np.nan, np.float32))
     out.update(attrs.calendar_columns(target))
 
     learned = {} if categories is None else dict(categories)

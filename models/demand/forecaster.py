@@ -23,7 +23,7 @@ from lake.contract import PRICES, PROMOTIONS, complete
 from lake.merge import list_prices, offer_discounts
 from models.demand.config import DemandConfig
 from models.demand.features import (
-    CATEGORICAL, Attributes, History, Panel, build_panel, feature_columns, history_features, with_random_origins,
+    CATEGORICAL, Attributes, History, Panel, Rows, build_panel, feature_columns, history_features, with_random_origins,
 )
 from models.demand.train import Layout, choose_layout, node_cpus, train_booster
 
@@ -47,6 +47,31 @@ class DemandData:
 
 
 PROMO_DEFAULT_DISCOUNT = 0.2
+ROW_COLUMNS = ("store_id", "sku_id", "dt", "list_price", "offer_discount_pct")  # what predict() reads
+
+
+@dataclass
+class Forecast:
+    """One forecast request's answer as arrays: element [d, i] of each matrix is SKU
+    `sku_ids[i]` on `days[d]` (day-major, as the rows were built)."""
+
+    store_id: str
+    sku_ids: list[str]
+    days: list[dt.date]
+    list_price: np.ndarray
+    offer_discount_pct: np.ndarray
+    p10: np.ndarray
+    p50: np.ndarray
+    p90: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        """Long format, one row per day and SKU (day-major): store_id, sku_id, dt, list_price,
+        offer_discount_pct, p10, p50, p90."""
+        n_days, n_skus = len(self.days), len(self.sku_ids)
+        return pd.DataFrame({"store_id": self.store_id, "sku_id": np.tile(np.array(self.sku_ids, dtype=object), n_days),
+                             "dt": np.repeat(np.array(self.days, dtype=object), n_skus),
+                             **{name: getattr(self, name).ravel() for name in
+                                ("list_price", "offer_discount_pct", "p10", "p50", "p90")}})
 
 
 class DemandForecaster:
@@ -97,13 +122,15 @@ class DemandForecaster:
             self._attributes_cache = Attributes(t["products"], t["stores"], t["calendar"])
         return self._attributes_cache
 
-    def predict(self, rows: pd.DataFrame) -> np.ndarray:
-        """Point forecasts (expected units) for rows with store_id, sku_id, dt (1–horizon days
-        after the origin), list_price and offer_discount_pct."""
-        rows = rows.assign(origin=pd.Timestamp(self.origin_))
-        columns, _ = feature_columns(self.panel_, self.history_, rows, self._attributes(), self.config.features,
+    def predict(self, rows: Rows) -> np.ndarray:
+        """Point forecasts (expected units) for rows (a frame or a mapping of column arrays) with
+        store_id, sku_id, dt (1–horizon days after the origin), list_price and offer_discount_pct."""
+        n = len(rows["sku_id"])
+        asked = {name: rows[name] for name in ROW_COLUMNS}
+        asked["origin"] = np.full(n, np.datetime64(self.origin_, "D"))
+        columns, _ = feature_columns(self.panel_, self.history_, asked, self._attributes(), self.config.features,
                                      self.categories_)
-        matrix = np.column_stack([columns[name] for name in self.features_order_]) if len(rows) else \
+        matrix = np.column_stack([columns[name] for name in self.features_order_]) if n else \
             np.empty((0, len(self.features_order_)), np.float32)
         return np.clip(self.booster_.predict(matrix), 0, None)
 
@@ -119,17 +146,20 @@ class DemandForecaster:
         table = pd.DataFrame({"bucket": bucket, "residual": residual}).groupby("bucket")["residual"]
         self.residual_quantiles_ = pd.DataFrame({"lower": table.quantile(iv.lower), "upper": table.quantile(iv.upper)})
         self.bucket_edges_ = edges
+        self._bands = None
         return self
 
     def intervals(self, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """P10 and P90 around point forecasts (never below zero). Raises if not calibrated."""
         if self.residual_quantiles_ is None:
             raise RuntimeError("the forecaster has no interval calibration; call calibrate() after fit()")
+        if getattr(self, "_bands", None) is None:  # per bucket, empty buckets from their neighbours
+            q = self.residual_quantiles_.reindex(range(len(self.bucket_edges_) + 1)).ffill().bfill()
+            self._bands = (q["lower"].to_numpy(), q["upper"].to_numpy())
         bucket = np.searchsorted(self.bucket_edges_, predicted, side="right")
-        q = self.residual_quantiles_.reindex(range(len(self.bucket_edges_) + 1)).ffill().bfill()
         scale = np.sqrt(predicted + 1.0)
-        lower = np.clip(predicted + q["lower"].to_numpy()[bucket] * scale, 0, None)
-        upper = np.clip(predicted + q["upper"].to_numpy()[bucket] * scale, 0, None)
+        lower = np.clip(predicted + self._bands[0][bucket] * scale, 0, None)
+        upper = np.clip(predicted + self._bands[1][bucket] * scale, 0, None)
         return np.minimum(lower, predicted), np.maximum(upper, predicted)
 
     def _lookups(self) -> tuple[pa.Table, pa.Table | None, pa.Table, pa.Table]:
@@ -180,19 +210,27 @@ class DemandForecaster:
         """Rows for store × SKU `pairs` on future `days`, priced with the list prices and the
         promotions planned for those days (from the per-model plan table for days of the
         horizon, computed on the spot for any other day)."""
-        plan = self._plan_table()
-        sku_pos = pairs["sku_id"].map(plan["sku"])
-        kind_pos = pairs["store_id"].map(plan["kind_of_store"])
-        if not all(d in plan["days"] for d in days) or sku_pos.isna().any() or kind_pos.isna().any():
+        planned = self._planned_arrays(pairs["store_id"].to_numpy(object), pairs["sku_id"].to_numpy(object), days)
+        if planned is None:
             return self._planned_rows_each_day(pairs, days)
-        day_pos = np.repeat([plan["days"][d] for d in days], len(pairs))
-        sku_pos = np.tile(sku_pos.to_numpy(int), len(days))
-        kind_pos = np.tile(kind_pos.to_numpy(int), len(days))
-        return pd.DataFrame({"store_id": np.tile(pairs["store_id"].to_numpy(), len(days)),
-                             "sku_id": np.tile(pairs["sku_id"].to_numpy(), len(days)),
-                             "dt": np.repeat(np.array(days, dtype=object), len(pairs)),
-                             "list_price": plan["list_price"][day_pos, sku_pos],
-                             "offer_discount_pct": plan["discount"][day_pos, kind_pos, sku_pos]})
+        return pd.DataFrame({**planned, "dt": np.repeat(np.array(days, dtype=object), len(pairs))})
+
+    def _planned_arrays(self, store_ids: np.ndarray, sku_ids: np.ndarray, days: list[dt.date]) -> dict | None:
+        """planned_rows() as column arrays (dt as datetime64), day-major: row d·len(pairs) + i
+        is pair i on days[d]. None when a day lies outside the horizon or a store or SKU is not
+        in the plan (planned_rows then computes the rows on the spot)."""
+        plan = self._plan_table()
+        sku_of, kind_of = plan["sku"], plan["kind_of_store"]
+        sku_pos = [sku_of.get(s, -1) for s in sku_ids]
+        kind_pos = [kind_of.get(s, -1) for s in store_ids]
+        if not all(d in plan["days"] for d in days) or -1 in sku_pos or -1 in kind_pos:
+            return None
+        day_pos = np.repeat([plan["days"][d] for d in days], len(sku_ids))
+        sku_pos, kind_pos = np.tile(np.asarray(sku_pos, np.int64), len(days)), np.tile(np.asarray(kind_pos, np.int64), len(days))
+        return {"store_id": np.tile(store_ids, len(days)), "sku_id": np.tile(sku_ids, len(days)),
+                "dt": np.repeat(np.array(days, dtype="datetime64[D]"), len(sku_ids)),
+                "list_price": plan["list_price"][day_pos, sku_pos],
+                "offer_discount_pct": plan["discount"][day_pos, kind_pos, sku_pos]}
 
     def _planned_rows_each_day(self, pairs: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
         # the contract's Arrow types throughout: pandas 3 strings would become large_string,
@@ -221,31 +259,39 @@ class DemandForecaster:
         return answer
 
     def forecast_many(self, asks: list[tuple[str, list[str], int | None, dict | None]]) -> list[pd.DataFrame | Exception]:
-        """forecast() of several (store_id, sku_ids, horizon_days, what_if) at once: one feature
-        build and one booster call for all of them, which is what makes a batch of served
-        requests cheap. Each answer is that request's frame, or the KeyError / ValueError it
-        raised; a bad request does not affect the others."""
-        answers: list[pd.DataFrame | Exception | None] = [None] * len(asks)
-        prepared: list[tuple[int, pd.DataFrame]] = []
+        """forecast() of several (store_id, sku_ids, horizon_days, what_if) at once, each answer
+        that request's frame or the KeyError / ValueError it raised."""
+        return [a if isinstance(a, Exception) else a.frame() for a in self.forecast_arrays(asks)]
+
+    def forecast_arrays(self, asks: list[tuple[str, list[str], int | None, dict | None]]) -> list[Forecast | Exception]:
+        """The answers of forecast_many() as arrays, computed with one feature build and one
+        booster call for all the requests: what makes a batch of served requests cheap, and a
+        single one cheap too (no frames). A bad request does not affect the others."""
+        answers: list[Forecast | Exception | None] = [None] * len(asks)
+        prepared: list[tuple[int, str, list[str], list[dt.date], dict]] = []
         for i, (store_id, sku_ids, horizon_days, what_if) in enumerate(asks):
             try:
-                prepared.append((i, self._forecast_rows(store_id, sku_ids, horizon_days, what_if)))
+                prepared.append((i, store_id, list(sku_ids), *self._request_rows(store_id, sku_ids, horizon_days, what_if)))
             except (KeyError, ValueError) as exc:
                 answers[i] = exc
         if prepared:
-            rows = pd.concat([r for _, r in prepared], ignore_index=True) if len(prepared) > 1 else prepared[0][1]
+            rows = prepared[0][4] if len(prepared) == 1 else \
+                {name: np.concatenate([p[4][name] for p in prepared]) for name in ROW_COLUMNS}
             p50 = self.predict(rows)
             p10, p90 = self.intervals(p50)
-            frame = rows[["store_id", "sku_id", "dt", "list_price", "offer_discount_pct"]].assign(p10=p10, p50=p50, p90=p90)
             start = 0
-            for i, r in prepared:
-                answers[i] = frame.iloc[start:start + len(r)].reset_index(drop=True)
-                start += len(r)
+            for i, store_id, sku_ids, days, _ in prepared:
+                end = start + len(days) * len(sku_ids)
+                part = [values[start:end].reshape(len(days), len(sku_ids))  # rows are day-major
+                        for values in (rows["list_price"], rows["offer_discount_pct"], p10, p50, p90)]
+                answers[i] = Forecast(store_id, sku_ids, days, *part)
+                start = end
         return answers
 
-    def _forecast_rows(self, store_id: str, sku_ids: list[str], horizon_days: int | None,
-                       what_if: dict | None) -> pd.DataFrame:
-        """The planned rows of one forecast request, what-if applied; raises KeyError / ValueError."""
+    def _request_rows(self, store_id: str, sku_ids: list[str], horizon_days: int | None,
+                      what_if: dict | None) -> tuple[list[dt.date], dict]:
+        """The days and the planned rows (column arrays, what-if applied) of one forecast
+        request; raises KeyError / ValueError."""
         horizon = self.config.features.horizon if horizon_days is None else horizon_days
         if not 1 <= horizon <= self.config.features.horizon:
             raise ValueError(f"horizon_days must be 1–{self.config.features.horizon}, got {horizon}")
@@ -256,8 +302,12 @@ class DemandForecaster:
         if unknown:
             raise KeyError(f"unknown sku_id(s): {', '.join(map(repr, unknown[:5]))}")
         days = [self.origin_ + dt.timedelta(days=h) for h in range(1, horizon + 1)]
-        rows = self.planned_rows(pd.DataFrame({"store_id": store_id, "sku_id": sku_ids}), days)
-        return apply_what_if(rows, what_if or {})
+        store_ids, skus = np.full(len(sku_ids), store_id, dtype=object), np.array(sku_ids, dtype=object)
+        rows = self._planned_arrays(store_ids, skus, days)
+        if rows is None:  # a SKU the plan does not have: priced on the spot
+            frame = self._planned_rows_each_day(pd.DataFrame({"store_id": store_ids, "sku_id": skus}), days)
+            rows = {name: frame[name].to_numpy() for name in ROW_COLUMNS}
+        return days, apply_what_if(rows, what_if or {})
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -322,23 +372,25 @@ class DemandForecaster:
         return self
 
 
-def apply_what_if(rows: pd.DataFrame, what_if: dict) -> pd.DataFrame:
-    """Rows with the what-if overrides applied: `price` (CNY per unit, replaces the list price),
-    `discount` (fraction off), `promo` (True: at least the typical 20 % promotion; False: none).
-    Raises ValueError for impossible values."""
+def apply_what_if(rows: Rows, what_if: dict) -> Rows:
+    """Rows (a frame or a mapping of column arrays) with the what-if overrides applied, as a
+    copy: `price` (CNY per unit, replaces the list price), `discount` (fraction off), `promo`
+    (True: at least the typical 20 % promotion; False: none). Raises ValueError for impossible
+    values."""
     rows = rows.copy()
+    n = len(rows["sku_id"])
     if what_if.get("price") is not None:
         if not what_if["price"] > 0:
             raise ValueError("what_if.price must be a positive price in CNY")
-        rows["list_price"] = float(what_if["price"])
+        rows["list_price"] = np.full(n, float(what_if["price"]))
     if what_if.get("discount") is not None:
         if not 0 <= what_if["discount"] <= 0.9:
             raise ValueError("what_if.discount must be a fraction in [0, 0.9]")
-        rows["offer_discount_pct"] = float(what_if["discount"])
+        rows["offer_discount_pct"] = np.full(n, float(what_if["discount"]))
     if what_if.get("promo") is True:
-        rows["offer_discount_pct"] = rows["offer_discount_pct"].clip(lower=PROMO_DEFAULT_DISCOUNT)
+        rows["offer_discount_pct"] = np.maximum(np.asarray(rows["offer_discount_pct"], dtype=float), PROMO_DEFAULT_DISCOUNT)
     elif what_if.get("promo") is False:
-        rows["offer_discount_pct"] = 0.0
+        rows["offer_discount_pct"] = np.zeros(n)
     return rows
 
 

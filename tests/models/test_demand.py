@@ -69,6 +69,26 @@ def test_forecast_many_answers_each_request_as_forecast_does(fitted, demand_data
         pd.testing.assert_frame_equal(answer, alone)
 
 
+def test_forecast_arrays_are_the_frames_as_day_by_sku_matrices(fitted, demand_data):
+    """Serving renders forecasts from forecast_arrays (no frames); versions registered before it
+    answer frames. Both must give the same matrices and the same JSON."""
+    from serving.handlers import _per_sku, _per_sku_frame
+
+    data, _ = demand_data
+    store = data.demand["store_id"].iloc[0]
+    skus = data.demand[data.demand["store_id"] == store]["sku_id"].unique()[:3].tolist()
+    [arrays] = fitted.forecast_arrays([(store, skus, 10, {"promo": True})])
+    frame = fitted.forecast(store, skus, 10, {"promo": True})
+    assert arrays.p50.shape == (10, 3) and arrays.days[0] == fitted.origin_ + dt.timedelta(days=1)
+    for d, day in enumerate(arrays.days):
+        for i, sku in enumerate(skus):
+            row = frame[(frame["dt"] == day) & (frame["sku_id"] == sku)]
+            assert row[["p10", "p50", "p90", "offer_discount_pct"]].to_numpy().tolist() == \
+                [[arrays.p10[d, i], arrays.p50[d, i], arrays.p90[d, i], arrays.offer_discount_pct[d, i]]]
+    assert (arrays.offer_discount_pct >= 0.2).all()
+    assert _per_sku(arrays) == _per_sku_frame(frame)
+
+
 def test_the_plan_table_prices_every_pair_as_the_day_by_day_join_does(fitted):
     """Served forecasts gather planned prices and discounts from a per-model table; it must say
     what the Arrow joins over prices and promotions say, on every day of the horizon."""
