@@ -117,11 +117,13 @@ class _Unauthorized(Exception):
     pass
 
 
-def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+# async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop on every request
+# for a few microseconds of hashing
+async def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     _check(credentials, _settings["keys"] | _settings["admin_keys"])
 
 
-def require_admin(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+async def require_admin(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     _check(credentials, _settings["admin_keys"])
 
 
