@@ -410,14 +410,10 @@ def feature_columns(panel: Panel, history: History, rows: Rows, attrs: Attribute
                              else np.full(n, np.nan, np.float32))
     out.update(attrs.calendar_columns(target))
 
-    learned = {} if categories is None else dict(categories)
+    learned = learn_categories(keys.stores, keys.skus, attrs) if categories is None else dict(categories)
     for name in CATEGORICAL:
         # each distinct store or SKU coded (from a per-model table of codes), then spread to the rows
         level, distinct = ("sku_id", distinct_sku) if name in SKU_ATTRIBUTES else ("store_id", distinct_store)
-        if categories is None:
-            table = attrs.lookup(level)[1]
-            values = keys.stores if name == "store_id" else table[name][distinct] if name in table else []
-            learned[name] = sorted({v for v in values if v is not None and v == v})
         if name == "store_id":  # the key itself, whether or not the stores table lists it
             codes = attrs.category_index(learned[name]).get_indexer(keys.stores).astype(np.float32)
             codes[codes < 0] = np.nan
@@ -426,6 +422,73 @@ def feature_columns(panel: Panel, history: History, rows: Rows, attrs: Attribute
             codes = attrs.codes(level, name, learned[name])[distinct]
             out[name] = keys.per_sku(codes) if level == "sku_id" else keys.per_store(codes)
     return out, learned
+
+
+def learn_categories(stores: pd.Index, skus: pd.Index, attrs: Attributes) -> dict[str, list[str]]:
+    """The categories of each categorical feature among these stores and SKUs: the store ids
+    themselves, and the values their attributes take (sorted, missing values left out)."""
+    distinct = {"sku_id": attrs.lookup("sku_id")[0].get_indexer(skus),
+                "store_id": attrs.lookup("store_id")[0].get_indexer(stores)}
+    learned = {}
+    for name in CATEGORICAL:
+        level = "sku_id" if name in SKU_ATTRIBUTES else "store_id"
+        table = attrs.lookup(level)[1]
+        values = stores if name == "store_id" else table[name][distinct[level]] if name in table else []
+        learned[name] = sorted({v for v in values if v is not None and v == v})
+    return learned
+
+
+@dataclass
+class TrainingSet:
+    """Training rows in compact form (codes, days, prices) with everything their features are
+    computed from, so that any slice of the feature matrix can be built when it is needed and
+    the whole matrix never has to exist at once. At medium scale the matrix is 41.7M rows × 57
+    float32 features, 9.5 GB; this object is about a quarter of that, and LightGBM bins the rows
+    slice by slice (models/demand/train.py)."""
+
+    panel: Panel
+    history: History
+    attrs: Attributes
+    spec: FeatureSpec
+    categories: dict[str, list[str]]
+    columns: list[str]  # the feature order
+    stores: np.ndarray  # distinct store ids (object); store_codes index them
+    skus: np.ndarray
+    store_codes: np.ndarray  # int32 per row
+    sku_codes: np.ndarray
+    target: np.ndarray  # datetime64[D] per row
+    origin: np.ndarray
+    list_price: np.ndarray  # float32 per row
+    offer_discount_pct: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def rows(self, index: slice | np.ndarray) -> dict[str, np.ndarray]:
+        """Rows `index` as the column arrays feature_columns reads."""
+        return {"store_id": self.stores[self.store_codes[index]], "sku_id": self.skus[self.sku_codes[index]],
+                "dt": self.target[index], "origin": self.origin[index], "list_price": self.list_price[index],
+                "offer_discount_pct": self.offer_discount_pct[index]}
+
+    def matrix(self, index: slice | np.ndarray) -> np.ndarray:
+        """The float32 feature matrix of rows `index`, columns in `columns` order."""
+        values, _ = feature_columns(self.panel, self.history, self.rows(index), self.attrs, self.spec, self.categories)
+        return np.column_stack([values[name] for name in self.columns]).astype(np.float32, copy=False)
+
+
+def training_set(panel: Panel, history: History, rows: pd.DataFrame, attrs: Attributes,
+                 spec: FeatureSpec) -> TrainingSet:
+    """`rows` (store_id, sku_id, dt, origin, list_price, offer_discount_pct) as a TrainingSet,
+    with the categories learned from all of them."""
+    keys = _RowKeys(rows)
+    categories = learn_categories(keys.stores, keys.skus, attrs)
+    columns = list(feature_columns(panel, history, rows.iloc[:1], attrs, spec, categories)[0])
+    return TrainingSet(panel=panel, history=history, attrs=attrs, spec=spec, categories=categories, columns=columns,
+                       stores=np.asarray(keys.stores, dtype=object), skus=np.asarray(keys.skus, dtype=object),
+                       store_codes=keys.store_codes.astype(np.int32), sku_codes=keys.sku_codes.astype(np.int32),
+                       target=_days_of(rows["dt"]), origin=_days_of(rows["origin"]),
+                       list_price=rows["list_price"].to_numpy(dtype=np.float32),
+                       offer_discount_pct=rows["offer_discount_pct"].to_numpy(dtype=np.float32))
 
 
 def design_matrix(panel: Panel, history: History, rows: pd.DataFrame, attrs: Attributes,

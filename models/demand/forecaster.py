@@ -23,7 +23,8 @@ from lake.contract import PRICES, PROMOTIONS, complete
 from lake.merge import list_prices, offer_discounts
 from models.demand.config import DemandConfig
 from models.demand.features import (
-    CATEGORICAL, Attributes, History, Panel, Rows, build_panel, feature_columns, history_features, with_random_origins,
+    CATEGORICAL, Attributes, History, Panel, Rows, build_panel, feature_columns, history_features, training_set,
+    with_random_origins,
 )
 from models.demand.train import Layout, choose_layout, node_cpus, train_booster
 
@@ -95,17 +96,17 @@ class DemandForecaster:
         history = history_features(panel, spec)
         train_rows = with_random_origins(history_rows[history_rows["dt"] > first_train_day], spec, training.seed)
         train_rows = train_rows[train_rows["origin"] >= pd.Timestamp(panel.start)]
-        columns, categories = feature_columns(panel, history, train_rows, data.attributes, spec)
-        X = pd.DataFrame(columns)
-        categorical = list(CATEGORICAL)
+        rows = training_set(panel, history, train_rows, data.attributes, spec)
         y = train_rows["units_sold"].to_numpy(dtype=np.float64)
-        self.layout_ = layout or choose_layout(training, len(X), node_cpus())
-        self.booster_ = train_booster(X, y, dict(training.params), training.num_boost_round, self.layout_, categorical)
-        self.categories_ = categories
-        self.features_order_ = list(X.columns)
+        del train_rows, history_rows  # at medium scale, gigabytes that training does not need
+        categorical = list(CATEGORICAL)
+        self.layout_ = layout or choose_layout(training, len(rows), node_cpus())
+        self.booster_ = train_booster(rows, y, dict(training.params), training.num_boost_round, self.layout_, categorical)
+        self.categories_ = rows.categories
+        self.features_order_ = rows.columns
         self.categorical_ = categorical
         self.origin_ = origin
-        self.training_rows_ = len(X)
+        self.training_rows_ = len(rows)
         keep = 7 * (spec.same_weekday_weeks + 1) + 1
         self.panel_, self.history_ = _tail(panel, history, keep)
         self.tables_ = {"products": data.products, "stores": data.stores, "calendar": data.calendar,

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from models.demand.config import TrainingConfig
+from models.demand.features import TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +67,56 @@ def choose_layout(config: TrainingConfig, rows: int, cpus: list[int]) -> Layout:
 
 
 BIN_SAMPLE_ROWS = 200_000  # LightGBM's own bin_construct_sample_cnt
+BATCH_ROWS = 500_000  # rows whose features are built at once while LightGBM bins a TrainingSet
 
 
-def bin_sample(X: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """The rows every worker finds its bin boundaries on: a seeded sample of the whole matrix
-    (all of it when small), in row order. LightGBM bins each feature from a sample of the rows
-    it holds; in data-parallel training each worker would bin from its own shard, so the
-    boundaries — and with them the trees — would depend on how the rows were cut. Binning every
-    layout from one sample makes the data-parallel model the serial model up to the order of
-    floating-point sums."""
-    if len(X) <= BIN_SAMPLE_ROWS:
-        return X
-    rows = np.sort(np.random.default_rng(seed).choice(len(X), BIN_SAMPLE_ROWS, replace=False))
-    return X.iloc[rows]
+def bin_sample(training: TrainingSet, seed: int) -> np.ndarray:
+    """The rows every worker finds its bin boundaries on: the features of a seeded sample of the
+    training rows (all of them when few), in row order. LightGBM bins each feature from a sample
+    of the rows it holds; in data-parallel training each worker would bin from its own shard, so
+    the boundaries — and with them the trees — would depend on how the rows were cut. Binning
+    every layout from one sample makes the data-parallel model the serial model up to the order
+    of floating-point sums; it also lets a single worker bin rows it never holds all at once."""
+    if len(training) <= BIN_SAMPLE_ROWS:
+        return training.matrix(slice(None))
+    rows = np.sort(np.random.default_rng(seed).choice(len(training), BIN_SAMPLE_ROWS, replace=False))
+    return training.matrix(rows)
 
 
-def _dataset(X: pd.DataFrame, y: np.ndarray, params: dict, categorical: list[str], bins: pd.DataFrame) -> lgb.Dataset:
-    """X as a LightGBM dataset whose bin boundaries come from `bins` (see bin_sample)."""
-    reference = lgb.Dataset(bins, params=params, categorical_feature=categorical, free_raw_data=False).construct()
-    return lgb.Dataset(X, y, params=params, categorical_feature=categorical, reference=reference)
+class _FeatureBatches(lgb.Sequence):
+    """A TrainingSet as LightGBM's Sequence: LightGBM asks for consecutive slices of
+    `batch_size` rows and bins each before asking for the next, so the float matrix exists one
+    slice at a time (LightGBM keeps only the binned values, a byte per feature)."""
+
+    batch_size = BATCH_ROWS
+
+    def __init__(self, training: TrainingSet) -> None:
+        self.training = training
+
+    def __len__(self) -> int:
+        return len(self.training)
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        if isinstance(index, slice):
+            return self.training.matrix(index)
+        return self.training.matrix(slice(index, index + 1))[0]
 
 
-def _single(X: pd.DataFrame, y: np.ndarray, params: dict, rounds: int, categorical: list[str],
-            bins: pd.DataFrame) -> str:
-    booster = lgb.train(params, _dataset(X, y, params, categorical, bins), num_boost_round=rounds)
+def _dataset(data: TrainingSet | pd.DataFrame, y: np.ndarray, params: dict, categorical: list[str],
+             bins: np.ndarray, columns: list[str]) -> lgb.Dataset:
+    """The rows as a LightGBM dataset whose bin boundaries come from `bins` (see bin_sample): a
+    TrainingSet binned slice by slice, or a materialised frame (a data-parallel worker's shard)."""
+    reference = lgb.Dataset(bins, params=params, feature_name=columns, categorical_feature=categorical,
+                            free_raw_data=False).construct()
+    rows = _FeatureBatches(data) if isinstance(data, TrainingSet) else data.to_numpy(np.float32)
+    return lgb.Dataset(rows, y, params=params, feature_name=columns, categorical_feature=categorical,
+                       reference=reference)
+
+
+def _single(training: TrainingSet, y: np.ndarray, params: dict, rounds: int, categorical: list[str]) -> str:
+    bins = bin_sample(training, params.get("seed", 0))
+    booster = lgb.train(params, _dataset(training, y, params, categorical, bins, training.columns),
+                        num_boost_round=rounds)
     return booster.model_to_string()
 
 
@@ -101,7 +128,8 @@ def _data_parallel_loop(config: dict) -> None:
     X, y = shard.drop(columns="__target__"), shard["__target__"].to_numpy()
     params = {**config["params"], "tree_learner": "data_parallel", "pre_partition": True, **get_network_params()}
     bins = ray.get(config["bins"])
-    booster = lgb.train(params, _dataset(X, y, params, config["categorical"], bins), num_boost_round=config["rounds"])
+    booster = lgb.train(params, _dataset(X, y, params, config["categorical"], bins, list(X.columns)),
+                        num_boost_round=config["rounds"])
     checkpoint = None
     with tempfile.TemporaryDirectory() as folder:
         if ray.train.get_context().get_world_rank() == 0:
@@ -110,16 +138,17 @@ def _data_parallel_loop(config: dict) -> None:
         ray.train.report({"rounds": booster.current_iteration()}, checkpoint=checkpoint)
 
 
-def train_booster(X: pd.DataFrame, y: np.ndarray, params: dict, rounds: int, layout: Layout,
+def train_booster(training: TrainingSet, y: np.ndarray, params: dict, rounds: int, layout: Layout,
                   categorical: list[str], storage_path: str | None = None) -> lgb.Booster:
-    """Train on the Ray cluster in the given layout; returns the booster (on the driver)."""
+    """Train on the Ray cluster in the given layout; returns the booster (on the driver). A
+    single worker receives the compact TrainingSet and builds the features slice by slice as
+    LightGBM bins them; data-parallel workers receive shards of the materialised matrix."""
     import ray
 
     params = {**params, "num_threads": layout.cpus_per_worker, "verbose": -1}
-    bins = bin_sample(X, params.get("seed", 0))
     if not layout.data_parallel:
         task = ray.remote(num_cpus=layout.cpus_per_worker)(_single)
-        return lgb.Booster(model_str=ray.get(task.remote(X, y, params, rounds, categorical, bins)))
+        return lgb.Booster(model_str=ray.get(task.remote(training, y, params, rounds, categorical)))
 
     import ray.data
     import ray.train
@@ -134,8 +163,11 @@ def train_booster(X: pd.DataFrame, y: np.ndarray, params: dict, rounds: int, lay
     # rows arrive ordered by date; shards cut in order would give one worker the old half and the
     # other the new half, and LightGBM's per-worker bin boundaries of date-like features would
     # each cover half the calendar. A seeded shuffle makes every shard representative.
-    order = np.random.default_rng(params.get("seed", 0)).permutation(len(X))
-    data = ray.data.from_pandas(X.iloc[order].assign(__target__=y[order])).repartition(layout.workers)
+    bins = bin_sample(training, params.get("seed", 0))
+    order = np.random.default_rng(params.get("seed", 0)).permutation(len(training))
+    shuffled = pd.DataFrame(training.matrix(order), columns=training.columns).assign(__target__=y[order])
+    data = ray.data.from_pandas(shuffled).repartition(layout.workers)
+    del shuffled
     trainer = LightGBMTrainer(
         _data_parallel_loop,
         train_loop_config={"params": params, "rounds": rounds, "categorical": categorical, "bins": ray.put(bins)},

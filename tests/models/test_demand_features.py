@@ -128,3 +128,45 @@ def test_training_and_forecast_rows_share_columns_and_codes(tiny_lake):
     assert list(scored.columns) == list(train.columns) and same == categories
     assert scored["mean_28d"].notna().mean() > 0.8
     assert str(scored["category"].dtype) == "category"
+
+
+def test_a_training_set_binned_slice_by_slice_trains_the_model_of_the_whole_matrix(tiny_lake, monkeypatch):
+    """The single training worker never holds the float matrix: LightGBM bins a TrainingSet
+    slice by slice (models/demand/train.py). Its slices must be the rows of the whole matrix,
+    and the model the one trained on the matrix at once."""
+    import lightgbm as lgb
+
+    from models.demand import train
+    from models.demand.features import CATEGORICAL, feature_columns, training_set
+
+    demand = tiny_lake.read_all("curated", "demand_daily").to_pandas()
+    attrs = Attributes(tiny_lake.read("raw", "products").to_pandas(), tiny_lake.read("raw", "stores").to_pandas(),
+                       tiny_lake.read("raw", "calendar").to_pandas())
+    spec = FeatureSpec()
+    origin = demand["dt"].max() - dt.timedelta(days=28)
+    history_rows = demand[demand["dt"] <= origin]
+    panel = build_panel(history_rows)
+    feats = history_features(panel, spec)
+    rows = with_random_origins(history_rows.sample(3000, random_state=0).sort_values("dt"), spec, seed=1)
+    rows = rows[rows["origin"] >= pd.Timestamp(panel.start)].assign(offer_discount_pct=0.1)
+    rows["list_price"] = 99.0
+    ts = training_set(panel, feats, rows, attrs, spec)
+    columns, categories = feature_columns(panel, feats, rows, attrs, spec)
+    whole = np.column_stack([columns[name] for name in ts.columns]).astype(np.float32)
+    assert ts.categories == categories and ts.columns == list(columns)
+    np.testing.assert_array_equal(ts.matrix(slice(100, 900)), whole[100:900])
+    np.testing.assert_array_equal(ts.matrix(np.array([5, 17, 2000])), whole[[5, 17, 2000]])
+
+    y = rows["units_sold"].to_numpy(float)
+    params = {"objective": "tweedie", "num_leaves": 15, "min_data_in_leaf": 20, "verbose": -1, "num_threads": 1,
+              "seed": 1}
+    monkeypatch.setattr(train, "BIN_SAMPLE_ROWS", 1000)  # the bins come from a sample here too
+    monkeypatch.setattr(train._FeatureBatches, "batch_size", 700)  # several slices, the last one short
+    bins = train.bin_sample(ts, 1)
+    assert bins.shape == (1000, len(ts.columns))
+    sliced = lgb.train(params, train._dataset(ts, y, params, list(CATEGORICAL), bins, ts.columns), num_boost_round=10)
+    at_once = lgb.train(params, train._dataset(pd.DataFrame(whole, columns=ts.columns), y, params, list(CATEGORICAL),
+                                               bins, ts.columns), num_boost_round=10)
+    assert sliced.num_trees() == 10
+    np.testing.assert_array_equal(sliced.predict(whole), at_once.predict(whole))
+    assert sliced.predict(whole).std() > 0  # a model that learned something, not a constant
