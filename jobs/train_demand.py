@@ -14,6 +14,7 @@ Steps:
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -30,9 +31,11 @@ from models.demand.forecaster import DemandData, DemandForecaster
 DEMAND_COLUMNS = ["dt", "store_id", "sku_id", "units_sold", "revenue_net", "list_price", "offer_discount_pct"]
 
 
-def read_demand_data(lake: Lake, with_truth: bool = True) -> tuple[DemandData, pd.DataFrame | None]:
+def read_demand_data(lake: Lake, with_truth: bool = True,
+                     truth_days: int | None = None) -> tuple[DemandData, pd.DataFrame | None]:
     """The frames the demand family reads, and the oracle's expected demand when truth/ exists
-    and `with_truth` (it is as large as the demand itself: skip it when it is not scored).
+    and `with_truth`: of the last `truth_days` days only when given (the days the evaluation
+    scores; all of truth is as large as the demand itself, 2 GB more at medium scale).
     Raises LakeError when the lake is not merged."""
     if not lake.partitions("curated", "demand_daily"):
         raise LakeError(f"no curated demand under {lake.root}; run quanyu data merge first")
@@ -46,8 +49,13 @@ def read_demand_data(lake: Lake, with_truth: bool = True) -> tuple[DemandData, p
     data = DemandData(demand=demand, products=read("products"), stores=read("stores"), calendar=read("calendar"),
                       promotions=read("promotions"), prices=read("prices"))
     truth = None
-    if with_truth and lake.partitions("truth", "expected_demand"):
-        raw = lake.read_all("truth", "expected_demand", columns=["store_id", "sku_id", "expected_units"]).to_pandas()
+    days = lake.partitions("truth", "expected_demand") if with_truth else []
+    if truth_days:
+        first = max(demand["dt"]) - dt.timedelta(days=truth_days - 1)
+        days = [d for d in days if d >= first]
+    if days:
+        raw = lake.read_all("truth", "expected_demand", columns=["store_id", "sku_id", "expected_units"],
+                            days=days).to_pandas()
         truth = raw.groupby(["dt", "store_id", "sku_id"], as_index=False)["expected_units"].sum()
         if lake.files("truth", "products"):
             truth = with_attribute_oracle(truth, lake.read("truth", "products").to_pandas())
@@ -103,10 +111,15 @@ def _plots(evaluation: Evaluation, forecaster: DemandForecaster, folder: Path) -
     return paths
 
 
+def evaluated_days(config: DemandConfig) -> int:
+    """How many of the lake's last days the rolling-origin evaluation scores."""
+    return config.evaluation.origins * config.features.horizon
+
+
 def holdout_metrics(config: DemandConfig, lake: Lake) -> dict[str, float]:
     """The rolling-origin holdout's metrics of `config` on the lake, without fitting, logging or
     registering the production model: how the retrain's gate re-scores a champion's recipe."""
-    data, truth = read_demand_data(lake)
+    data, truth = read_demand_data(lake, truth_days=evaluated_days(config))
     evaluation, _ = evaluate(data, config, truth)
     return {k: v for k, v in evaluation.metrics.items() if v == v}  # drop NaN
 
@@ -123,7 +136,7 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
     def say(line: str) -> None:
         print(f"train demand: {line} [{time.monotonic() - started:.0f} s]", file=sys.stderr, flush=True)
 
-    data, truth = read_demand_data(lake)
+    data, truth = read_demand_data(lake, truth_days=evaluated_days(config))
     say(f"read {len(data.demand):,} demand rows")
     evaluation, last_origin = evaluate(data, config, truth, progress=say)
     forecaster = DemandForecaster(config).fit(data)

@@ -185,3 +185,21 @@ def test_a_lake_with_only_required_columns_and_no_truth_trains(raw_copy, ray_ses
     store = data.demand["store_id"].iloc[0]
     frame = last.forecast(store, data.demand[data.demand["store_id"] == store]["sku_id"].unique()[:2].tolist(), 7)
     assert len(frame) == 14 and frame["p50"].notna().all()
+
+
+def test_only_the_evaluated_days_of_truth_are_read(tiny_lake, demand_data):
+    """The oracle is scored on the evaluation's holdout days only; reading all of truth cost
+    2 GB more at medium scale. The days read must be exactly the last origins × horizon days,
+    with the same values as reading everything."""
+    from jobs.train_demand import evaluated_days
+
+    data, everything = demand_data
+    days = evaluated_days(DemandConfig())
+    assert days == 2 * 28
+    _, recent = read_demand_data(tiny_lake, truth_days=days)
+    last = max(data.demand["dt"])
+    assert sorted(recent["dt"].unique()) == [last - dt.timedelta(days=k) for k in range(days - 1, -1, -1)]
+    expected = everything[everything["dt"] > last - dt.timedelta(days=days)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(recent.reset_index(drop=True), expected)
+    _, none = read_demand_data(tiny_lake, with_truth=False)
+    assert none is None
