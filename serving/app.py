@@ -42,6 +42,7 @@ def key_digest(key: str) -> str:
 
 
 FORECAST_BATCH = 16  # forecast requests one demand replica answers together at most
+INVOCATIONS_BATCH = 16  # /invocations requests one replica scores together at most
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
@@ -87,6 +88,20 @@ class Family:
             logger.exception("quanyu-%s forecast batch of %d failed", self.family, len(requests))
             return [(500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"})
                     for _ in requests]
+
+    @serve.batch(max_batch_size=INVOCATIONS_BATCH, batch_wait_timeout_s=0.0)
+    async def invocations(self, payloads: list[dict]) -> list[tuple[int, dict]]:
+        """MLflow-protocol requests answered together: for a family whose model answers row per
+        row (handlers.ROW_PER_ROW), the rows of whatever queued are scored in one predict call."""
+        loaded = self.model.current
+        if loaded is None:
+            return [self.call("invocations", p) for p in payloads]
+        try:
+            return handlers.invocations_many(loaded, payloads, self.family in handlers.ROW_PER_ROW)
+        except Exception:  # a bug, not the callers' fault: log it, say nothing internal
+            logger.exception("quanyu-%s invocations batch of %d failed", self.family, len(payloads))
+            return [(500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"})
+                    for _ in payloads]
 
     def status(self) -> dict:
         return self.model.status()
@@ -282,7 +297,7 @@ class Ingress:
         if family not in FAMILIES:
             return JSONResponse({"detail": f"unknown family {family[:40]!r}; one of {', '.join(FAMILIES)}"},
                                 status_code=404)
-        return _answer(await _ask(self.families[family], "call", "invocations", payload))
+        return _answer(await _ask(self.families[family], "invocations", payload))
 
     @api.post("/v1/admin/reload", response_model=schemas.ModelsResponse, dependencies=[Depends(require_admin)])
     async def reload(self) -> dict:

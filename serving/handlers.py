@@ -184,8 +184,56 @@ def _finite(value) -> float | None:
 def invocations(loaded: Loaded, payload: dict) -> Answer:
     """MLflow's scoring protocol on feature rows: the same parsing `mlflow models serve` does, the
     same answer `mlflow.pyfunc.load_model(...).predict` gives, as {"predictions": …}."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc.scoring_server import infer_and_parse_data, predictions_to_json
+    rows = _parse_rows(loaded, payload)
+    return rows if isinstance(rows, tuple) else _score(loaded, rows)
+
+
+# families whose pyfunc answers one output row per input row, in input order (demand: p10/p50/p90,
+# location: predicted revenue); matching answers k rows per member, so its answers cannot be cut apart
+ROW_PER_ROW = {"demand", "location"}
+
+
+def invocations_many(loaded: Loaded, payloads: list[dict], row_per_row: bool) -> list[Answer]:
+    """invocations() of several requests. When the model answers row per row, the valid requests'
+    rows are scored in one predict call and each request's answer is cut from it; otherwise (a
+    request with other columns or types, a predict that fails on the union or answers another
+    number of rows) each request is scored alone, as invocations() does, so a bad request only
+    spoils its own answer."""
+    if not row_per_row or len(payloads) == 1:
+        return [invocations(loaded, p) for p in payloads]
+    answers: list[Answer | None] = [None] * len(payloads)
+    frames: list[tuple[int, pd.DataFrame]] = []
+    for i, payload in enumerate(payloads):
+        rows = _parse_rows(loaded, payload)
+        if isinstance(rows, tuple):
+            answers[i] = rows
+        else:
+            frames.append((i, rows))
+    kinds = {tuple(zip(f.columns, map(str, f.dtypes))) for _, f in frames}
+    predictions = None
+    if len(frames) > 1 and len(kinds) == 1:
+        union = pd.concat([f for _, f in frames], ignore_index=True)
+        try:
+            predictions = loaded.pyfunc.predict(union)
+        except _scoring_errors():
+            predictions = None  # some request's rows: let each answer alone
+        if predictions is not None and len(predictions) != len(union):
+            predictions = None
+    if predictions is None:
+        for i, rows in frames:
+            answers[i] = _score(loaded, rows)
+        return answers
+    start = 0
+    for i, rows in frames:
+        part = predictions[start:start + len(rows)]
+        answers[i] = _render(loaded, part.reset_index(drop=True) if isinstance(part, (pd.DataFrame, pd.Series)) else part)
+        start += len(rows)
+    return answers
+
+
+def _parse_rows(loaded: Loaded, payload: dict) -> pd.DataFrame | Answer:
+    """The request's rows as `mlflow models serve` parses them, or the 4xx saying what is wrong."""
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
     keys = {"dataframe_split", "dataframe_records", "instances", "inputs"} & set(payload)
     if len(keys) != 1:
@@ -194,15 +242,38 @@ def invocations(loaded: Loaded, payload: dict) -> Answer:
         data = infer_and_parse_data({k: payload[k] for k in keys}, loaded.pyfunc.metadata.get_input_schema())
         if not isinstance(data, pd.DataFrame):
             data = pd.DataFrame(data)
-        if len(data) > 10_000:
-            return _problem(413, "at most 10,000 rows per request")
-        predictions = loaded.pyfunc.predict(data)
-    except (MlflowException, ValueError, KeyError, TypeError) as exc:
-        return _problem(422, f"cannot score these rows: {str(getattr(exc, 'message', exc)).splitlines()[0][:300]}")
+    except _scoring_errors() as exc:
+        return _cannot_score(exc)
+    if len(data) > 10_000:
+        return _problem(413, "at most 10,000 rows per request")
+    return data
+
+
+def _score(loaded: Loaded, rows: pd.DataFrame) -> Answer:
+    try:
+        return _render(loaded, loaded.pyfunc.predict(rows))
+    except _scoring_errors() as exc:
+        return _cannot_score(exc)
+
+
+def _render(loaded: Loaded, predictions) -> Answer:
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
     out = io.StringIO()
     predictions_to_json(predictions, out)
-    body = json.loads(out.getvalue())
-    return 200, {"model_version": loaded.version, **body}
+    return 200, {"model_version": loaded.version, **json.loads(out.getvalue())}
+
+
+def _scoring_errors() -> tuple[type[Exception], ...]:
+    """What a pyfunc raises for rows it cannot score (mlflow imported here, where models are
+    scored, not in the ingress that imports this module too)."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, ValueError, KeyError, TypeError
+
+
+def _cannot_score(exc: Exception) -> Answer:
+    return _problem(422, f"cannot score these rows: {str(getattr(exc, 'message', exc)).splitlines()[0][:300]}")
 
 
 ROUTES = {("demand", "forecast"): forecast, ("matching", "recommend"): recommend,

@@ -196,6 +196,60 @@ def test_invocations_answer_what_the_pyfunc_answers(server):
     assert post(base, "/v1/weather/invocations", {"inputs": {}}).status_code == 404
 
 
+def _demand_invocation_bodies(uri) -> list[dict]:
+    model, store, skus = _a_series(uri)
+    origin = model.unwrap_python_model().forecaster.origin_
+    bodies = [{"dataframe_records": [{"store_id": store, "sku_id": sku, "dt": str(origin + pd.Timedelta(days=1 + (i + j) % 28))}
+                                     for j, sku in enumerate(skus[: 1 + i % len(skus)])]} for i in range(8)]
+    bodies.append({"dataframe_records": [{"store_id": store, "sku_id": skus[0], "dt": str(origin + pd.Timedelta(days=2)),
+                                          "list_price": 59.0, "offer_discount_pct": 0.1}]})  # other columns
+    bodies.append({"dataframe_records": [{"x": 1}]})  # rows the model cannot score: 422
+    bodies.append({"rows": []})  # not the protocol: 422
+    return bodies
+
+
+def test_invocations_of_a_row_per_row_model_are_scored_together_and_answered_apart(server):
+    """Concurrent /invocations to a model that answers row per row are batched (@serve.batch)
+    and scored in one predict call; each request must get exactly what it gets alone, its own
+    422 included, whatever else was in the batch."""
+    from serving import handlers
+    from serving.families import FamilyModel
+
+    _, uri, _ = server
+    bodies = _demand_invocation_bodies(uri)
+    model = FamilyModel("demand", uri)
+    assert model.check()
+    loaded, calls = model.current, []
+    real_predict = loaded.pyfunc.predict
+    loaded.pyfunc.predict = lambda rows: calls.append(len(rows)) or real_predict(rows)  # counts, then scores
+    alone = [handlers.invocations(loaded, b) for b in bodies]
+    calls.clear()
+    together = handlers.invocations_many(loaded, bodies[:8], row_per_row=True)
+    assert together == alone[:8] and [s for s, _ in together] == [200] * 8
+    assert calls == [sum(len(b["dataframe_records"]) for b in bodies[:8])]  # one predict for all eight
+    calls.clear()
+    # a request with other columns, and bad ones: each answered alone, as it would be alone
+    assert handlers.invocations_many(loaded, bodies, row_per_row=True) == alone
+    assert [s for s, _ in alone[8:]] == [200, 422, 422]
+    # matching's answer is k rows per member: never cut apart, always one request at a time
+    calls.clear()
+    assert handlers.invocations_many(loaded, bodies[:3], row_per_row=False) == alone[:3] and len(calls) == 3
+
+
+def test_concurrent_invocations_through_serve_get_their_own_answers(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, uri, _ = server
+    bodies = _demand_invocation_bodies(uri)
+    alone = [post(base, "/v1/demand/invocations", b) for b in bodies]
+    assert [r.status_code for r in alone] == [200] * 9 + [422, 422]
+    for _ in range(3):
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            together = list(pool.map(lambda b: post(base, "/v1/demand/invocations", b), bodies))
+        assert [r.status_code for r in together] == [r.status_code for r in alone]
+        assert [r.json() for r in together] == [r.json() for r in alone]
+
+
 def test_a_new_champion_is_swapped_in_under_load_without_a_failed_request(server):
     base, uri, runs = server
     client = MlflowClient(uri)
@@ -347,7 +401,8 @@ def test_quanyu_serve_applies_the_deployment_options_of_serve_yaml():
 
 
 def _exported(port: int) -> dict[tuple[str, str, str], float]:
-    """Quanyu's series in the node's Prometheus export: (metric, endpoint, status) → value."""
+    """Quanyu's series in the node's Prometheus export: (metric, endpoint, status) → value, and
+    Serve's batch sizes as (metric, deployment, batched method) → value."""
     import re
 
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
@@ -357,7 +412,7 @@ def _exported(port: int) -> dict[tuple[str, str, str], float]:
         if match:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
             key = (match.group(1), labels.get("endpoint", labels.get("deployment", "")),
-                   labels.get("status", labels.get("le", "")))
+                   labels.get("status", labels.get("le", labels.get("function_name", ""))))
             out[key] = out.get(key, 0.0) + float(match.group(3))
     return out
 
@@ -387,7 +442,8 @@ def test_per_endpoint_latency_and_status_counts_are_exported(server):
         seen.update(_exported(port))
         counts = {k: v for k, v in seen.items() if k[0].startswith("ray_quanyu_requests_total")}
         batches = {k[0].rsplit("_", 1)[1]: v for k, v in seen.items()
-                   if k[0] in ("ray_serve_actual_batch_size_sum", "ray_serve_actual_batch_size_count")}
+                   if k[0] in ("ray_serve_actual_batch_size_sum", "ray_serve_actual_batch_size_count")
+                   and k[1] == "Family-demand" and k[2].endswith("forecasts")}
         return (any(k[1] == "/v1/demand/forecast" and k[2] == "200" and v >= 3 for k, v in counts.items())
                 and any(k[1] == "/v1/matching/recommend" and k[2] == "422" for k in counts)
                 # more requests than batches: some batch held several forecasts
