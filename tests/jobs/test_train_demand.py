@@ -58,6 +58,10 @@ def test_registered_candidate_loads_with_pyfunc_and_matches_the_forecaster(train
     assert got["p50"].to_numpy() == pytest.approx(expected["p50"].to_numpy())
     assert (got["p90"] >= got["p50"]).all()
     assert result.origin == dt.date(2025, 8, 28)
+    # a row asked twice (two callers' rows scored together, or one caller's repeat) is one answer per row
+    twice = model.predict(pd.concat([rows, rows.iloc[::-1]], ignore_index=True))
+    assert len(twice) == 2 * len(rows)
+    assert twice["p50"].to_numpy() == pytest.approx(list(expected["p50"]) + list(expected["p50"])[::-1])
 
 
 def test_batch_scoring_writes_28_days_for_every_active_series(trained, tiny_lake, tmp_path):
