@@ -26,9 +26,9 @@ def score_rows(forecaster, rows: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"input rows need columns {', '.join(missing)}")
     rows = rows.assign(dt=pd.to_datetime(rows["dt"]).dt.date)
     if not {"list_price", "offer_discount_pct"} <= set(rows.columns):
-        # each store × SKU once per day: a pair asked twice must not be merged twice (one answer per input row)
-        planned = pd.concat([forecaster.planned_rows(g[["store_id", "sku_id"]].drop_duplicates(), [day])
-                             for day, g in rows.groupby("dt", sort=False)])
+        # each store × SKU × day priced once: a row asked twice must not be merged twice (one answer per input row)
+        keys = rows[["store_id", "sku_id", "dt"]].drop_duplicates()
+        planned = pd.concat([forecaster.planned_rows(g[["store_id", "sku_id"]], [day]) for day, g in keys.groupby("dt", sort=False)])
         rows = rows.drop(columns=[c for c in ("list_price", "offer_discount_pct") if c in rows]).merge(
             planned, on=["store_id", "sku_id", "dt"], how="left")
     p50 = forecaster.predict(rows)
