@@ -59,14 +59,15 @@ class Family:
             raise RuntimeError(f"quanyu-{family}: {self.model.last_error}; Serve starts this replica again")
         self.poller = Poller(self.model, poll_seconds).start()
 
+    def _unavailable(self) -> tuple[int, dict]:
+        return 503, {"detail": f"quanyu-{self.family} has no loaded version yet "
+                               f"({self.model.last_error or 'still loading'}); retry shortly"}
+
     def call(self, operation: str, request: dict) -> tuple[int, dict]:
         loaded = self.model.current  # one read: a swap during this request does not affect it
         if loaded is None:
-            return 503, {"detail": f"quanyu-{self.family} has no loaded version yet "
-                                   f"({self.model.last_error or 'still loading'}); retry shortly"}
+            return self._unavailable()
         try:
-            if operation == "invocations":
-                return handlers.invocations(loaded, request)
             return handlers.ROUTES[(self.family, operation)](loaded, request)
         except ValidationError as exc:
             return 422, {"detail": exc.errors(include_url=False, include_context=False)}
@@ -81,7 +82,7 @@ class Family:
         and one booster call."""
         loaded = self.model.current
         if loaded is None:
-            return [self.call("forecast", r) for r in requests]  # the 503 of call(), one per request
+            return [self._unavailable() for _ in requests]
         try:
             return handlers.forecasts(loaded, requests)
         except Exception:  # a bug, not the callers' fault: log it, say nothing internal
@@ -95,7 +96,7 @@ class Family:
         row (handlers.ROW_PER_ROW), the rows of whatever queued are scored in one predict call."""
         loaded = self.model.current
         if loaded is None:
-            return [self.call("invocations", p) for p in payloads]
+            return [self._unavailable() for _ in payloads]
         try:
             return handlers.invocations_many(loaded, payloads, self.family in handlers.ROW_PER_ROW)
         except Exception:  # a bug, not the callers' fault: log it, say nothing internal
