@@ -126,7 +126,10 @@ def _train_all(todo: list[str], configs: dict, lake: Lake, tracking_uri: str, ar
     recorded while the others still train."""
     import ray
 
-    remote = ray.remote(num_cpus=1, max_retries=0)(_train_one)
+    # SPREAD: one family per node while there are nodes. A family's task waits, CPU released, on
+    # its training task; without SPREAD the next family could land on the same node, and one lost
+    # node would take several families (or, by luck, none) with it
+    remote = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")(_train_one)
     args = {f: (f, configs[f][0].model_dump_json(), configs[f][1], str(lake.root), tracking_uri, artifact_root,
                 run_tags) for f in todo}
     queue = list(todo)
