@@ -31,7 +31,7 @@ from models.demand.config import DemandConfig
 from models.demand.features import (
     CATEGORICAL, build_panel, feature_columns, history_features, training_set, with_random_origins,
 )
-from models.demand.train import _dataset, bin_sample, choose_layout, node_cpus, train_booster
+from models.demand.train import choose_layout, lightgbm_dataset, node_cpus, train_booster
 from models.metrics import series_scales, wape, wrmsse
 
 PEERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-peers" / "bin" / "python"
@@ -80,8 +80,7 @@ def main(lake_root: Path, folder: Path, config: DemandConfig) -> dict:
 
     # the peer: the same rows, bins and parameters, lgb.train in this process (no Ray)
     bare_params = {**params, "num_threads": layout.cpus_per_worker, "verbose": -1}
-    dataset, t_bin, m_bin = _timed(lambda: _dataset(rows, y, bare_params, categorical,
-                                                    bin_sample(rows, bare_params.get("seed", 0)), rows.columns).construct())
+    dataset, t_bin, m_bin = _timed(lambda: lightgbm_dataset(rows, y, bare_params, categorical).construct())
     _, t_boost, m_boost = _timed(lambda: lgb.train(bare_params, dataset, num_boost_round=training.num_boost_round))
     t_bare, m_bare = t_bin + t_boost, max(m_bin, m_boost)
     dataset = None

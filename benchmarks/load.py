@@ -23,7 +23,8 @@ from pathlib import Path
 import requests
 from mlflow import MlflowClient
 
-from benchmarks.serving import BIN, REPO, _port, _start, _stop
+from benchmarks.serving import BIN, REPO, _port
+from jobs.processes import start_server, stop_server
 from jobs.runtime import Runtime
 from models.registry import set_alias
 from serving.families import FAMILIES, FamilyModel, wait_until
@@ -64,8 +65,8 @@ def main(runtime: Runtime, out: Path, seconds: float = 60.0, concurrency: int = 
                 "QUANYU_ADMIN_KEYS": "bench-admin"})
     mix_file = out / "mix.json"
     mix_file.write_text(json.dumps(_mix(models, base)))
-    server = _start([str(BIN / "quanyu"), "serve", "--port", str(port), "--poll-seconds", "1"], env,
-                    f"{base}/healthz", out / "serve.log")
+    server = start_server([str(BIN / "quanyu"), "serve", "--port", str(port), "--poll-seconds", "1"], env,
+                    f"{base}/healthz", out / "serve.log", cwd=REPO)
     added: dict[str, str] = {}
     report: dict = {"date": dt.date.today().isoformat(), "seconds": seconds, "concurrency": concurrency,
                     "promote_after_s": promote_after, "champions_before": champions}
@@ -105,7 +106,7 @@ def main(runtime: Runtime, out: Path, seconds: float = 60.0, concurrency: int = 
         report.update(result)
         report["server_errors_5xx"] = sum(n for code, n in result.get("statuses", {}).items() if int(code) >= 500)
     finally:
-        _stop(server)
+        stop_server(server)
         for family, version in champions.items():
             set_alias(family, version, "champion", client)
         for family, version in added.items():

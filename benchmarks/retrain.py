@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.lake import PeakMemory
+from jobs.families import FAMILY_JOBS
 from lake.store import Lake
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -40,7 +41,8 @@ def retrain_once(raw: Path, work: Path, say=print) -> dict:
         started = time.monotonic()
         result = retrain.main(config, lake, uri, work, artifact_root=str(work / "mlartifacts"))
         wall = time.monotonic() - started
-    bare = bare_training(lake, work / "bare", say)
+    say(f"retrain: {wall:.0f} s, exit {result.exit_code}, steps {result.steps}")
+    bare, bare_peaks = bare_training(lake, work / "bare", say)
     trained = sum(bare.values())
     again_started = time.monotonic()
     again = retrain.main(config, lake, uri, work, artifact_root=str(work / "mlartifacts"))
@@ -48,7 +50,9 @@ def retrain_once(raw: Path, work: Path, say=print) -> dict:
     out = {"wall_s": round(wall, 1), "steps_s": result.steps, "exit_code": result.exit_code,
            "families": {f: {"status": o.status, "train_s": o.seconds, "version": o.version}
                         for f, o in result.families.items()},
-           "training_jobs_alone_s": bare, "sum_of_training_jobs_s": round(trained, 1),
+           "training_jobs_alone_s": bare, "training_jobs_alone_peak_gb": bare_peaks,
+           "footprint_estimate_gb": {f: round(spec.memory.bytes(lake) / 2**30, 2) for f, spec in FAMILY_JOBS.items()},
+           "sum_of_training_jobs_s": round(trained, 1),
            "ratio_to_training": round(wall / trained, 2) if trained else None,
            "peak_rss_gb": round(memory.peak_bytes / 2**30, 2), "again_wall_s": round(again_wall, 1),
            "again_resumed": again.resumed}
@@ -56,19 +60,20 @@ def retrain_once(raw: Path, work: Path, say=print) -> dict:
     return out
 
 
-def bare_training(lake: Lake, work: Path, say=print) -> dict[str, float]:
-    """Each family's own training job alone, one after another, on the merged lake (the peer)."""
-    from jobs.families import FAMILY_JOBS
-
-    out = {}
+def bare_training(lake: Lake, work: Path, say=print) -> tuple[dict[str, float], dict[str, float]]:
+    """Each family's own training job alone, one after another, on the merged lake (the peer):
+    seconds, and peak memory of the process tree in GB (what the families' Footprints are fitted on)."""
+    seconds, peaks = {}, {}
     for family, spec in FAMILY_JOBS.items():
         config, path = spec.config()
-        started = time.monotonic()
-        spec.job().main(config, lake, f"sqlite:///{work / 'mlflow.db'}", config_path=path,
-                        artifact_root=str(work / "mlartifacts"))
-        out[family] = round(time.monotonic() - started, 1)
-        say(f"bare {family}: {out[family]} s")
-    return out
+        with PeakMemory() as memory:
+            started = time.monotonic()
+            spec.job().main(config, lake, f"sqlite:///{work / 'mlflow.db'}", config_path=path,
+                            artifact_root=str(work / "mlartifacts"))
+            seconds[family] = round(time.monotonic() - started, 1)
+        peaks[family] = round(memory.peak_bytes / 2**30, 2)
+        say(f"bare {family}: {seconds[family]} s, peak {peaks[family]} GB")
+    return seconds, peaks
 
 
 WORK = """

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import requests
 
 from jobs.runtime import Runtime
 from serving import handlers
+from jobs.processes import start_server, stop_server
 from serving.families import FamilyModel, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,43 +49,6 @@ def _load(url: str, body: dict, concurrency: int, seconds: float, auth: str | No
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _start(command: list[str], env: dict, ready_url: str, log: Path, timeout: float = 300) -> subprocess.Popen:
-    process = subprocess.Popen(command, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=REPO,
-                               start_new_session=True)
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[:3]} exited ({process.returncode}); see {log}")
-        try:
-            return requests.get(ready_url, timeout=2).status_code < 500
-        except requests.RequestException:
-            return False
-
-    if not wait_until(up, timeout, 1.0):
-        _stop(process)
-        raise TimeoutError(f"{command[:3]} did not answer within {timeout} s; see {log}")
-    return process
-
-
-def _stop(process: subprocess.Popen, leader_first: bool = False) -> None:
-    """Stop a server started by _start and everything it started. `leader_first`: signal only the
-    server and give it a minute to shut down what it started (as `quanyu serve stop` does) before
-    signalling its whole process group."""
-    if process.poll() is None and leader_first:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 16)) -> dict:
@@ -144,8 +107,8 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
         home = out / name
         home.mkdir(exist_ok=True)
         env["QUANYU_HOME"] = str(home)  # its own serve.json / log; the registry stays the same
-        process = _start([str(BIN / "quanyu"), "serve", "--port", str(port), *extra_args], env,
-                         f"http://127.0.0.1:{port}/healthz", out / f"{name}.log")
+        process = start_server([str(BIN / "quanyu"), "serve", "--port", str(port), *extra_args], env,
+                         f"http://127.0.0.1:{port}/healthz", out / f"{name}.log", cwd=REPO)
         try:
             def loaded() -> bool:  # an ingress still starting (HAProxy without backends) answers 503 text
                 try:
@@ -160,7 +123,7 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
                     record(name, endpoint, c, _load(f"http://127.0.0.1:{port}{paths[endpoint]}", bodies[endpoint], c,
                                                     seconds, auth))
         finally:
-            _stop(process, leader_first=True)
+            stop_server(process, leader_first=True)
 
     # configs/serve.yaml already runs Serve throughput-optimised; the first target turns it off
     serve_target("ray-serve", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"})
@@ -168,29 +131,29 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
     serve_target("ray-serve-haproxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, ("--ingress", "haproxy"))
 
     port = _port()
-    process = _start([sys.executable, "-m", "uvicorn", "benchmarks.peers.bare_fastapi:app", "--host", "127.0.0.1",
+    process = start_server([sys.executable, "-m", "uvicorn", "benchmarks.peers.bare_fastapi:app", "--host", "127.0.0.1",
                       "--port", str(port), "--log-level", "warning"], base_env, f"http://127.0.0.1:{port}/docs",
-                     out / "bare-fastapi.log")
+                     out / "bare-fastapi.log", cwd=REPO)
     try:
         for endpoint in bodies:
             for c in concurrencies:
                 record("bare-fastapi", endpoint, c, _load(f"http://127.0.0.1:{port}{paths[endpoint]}", bodies[endpoint],
                                                           c, seconds, None))
     finally:
-        _stop(process)
+        stop_server(process)
 
     for endpoint, family in (("forecast", "demand"), ("recommend", "matching")):
         port = _port()
         version = models[family].current.version
-        process = _start([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/quanyu-{family}/{version}",
+        process = start_server([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/quanyu-{family}/{version}",
                           "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], base_env,
-                         f"http://127.0.0.1:{port}/ping", out / f"mlflow-{family}.log")
+                         f"http://127.0.0.1:{port}/ping", out / f"mlflow-{family}.log", cwd=REPO)
         try:
             for c in concurrencies:
                 record("mlflow-models-serve", endpoint, c, _load(f"http://127.0.0.1:{port}/invocations",
                                                                  invocations[endpoint], c, seconds, None))
         finally:
-            _stop(process)
+            stop_server(process)
 
     (out / "serving.json").write_text(json.dumps(report, indent=1))
     return report

@@ -44,6 +44,10 @@ class RetrainConfig(FamilyConfig):
     configs: dict[Family, str] = Field(default_factory=dict,
                                        description="family config files [default: configs/<family>.yaml]")
     gates: dict[Family, Gate] = Field(default_factory=lambda: dict(DEFAULT_GATES))
+    reserve_memory: Literal["auto", "always", "never"] = Field(
+        "auto", description="reserve each family's estimated memory from Ray, so families that do not fit "
+        "on a node together run one after another: auto when some node with CPUs could hold one family "
+        "(not under the fake autoscaler, whose node types cannot declare memory)")
 
 
 @dataclass
@@ -119,25 +123,43 @@ def _train_one(family: str, config_json: str, config_path: str | None, lake_root
             "seconds": result.seconds}
 
 
-def _train_all(todo: list[str], configs: dict, lake: Lake, tracking_uri: str, artifact_root: str | None,
-               run_tags: dict, parallel: bool, on_done) -> None:
-    """Train each family as a Ray task (all at once when parallel, else one after another) and call
-    on_done(family, result or exception) as each one ends, so a finished family is gated and
+def memory_reservations(estimates: dict[str, int], nodes: list[dict], mode: str = "auto") -> dict[str, int]:
+    """What each family reserves from Ray's `memory` resource: its estimate, capped at the largest
+    node with CPUs (a family bigger than every node then runs alone on the largest one instead of
+    waiting forever). `nodes` are ray.nodes() entries. Under "auto", nothing is reserved when no
+    node with CPUs is up: an autoscaler then adds nodes for the CPUs the tasks ask for, and the fake
+    multi-node provider's node types cannot declare memory, so a memory request would never be
+    met there. "always" reserves the estimates as they are (a cloud autoscaler whose node types
+    declare memory); "never" reserves nothing."""
+    if mode == "never":
+        return {}
+    if mode == "always":
+        return dict(estimates)
+    largest = max((n["Resources"].get("memory", 0) for n in nodes
+                   if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1), default=0)
+    return {f: int(min(b, largest)) for f, b in estimates.items()} if largest else {}
+
+
+def _train_all(todo: list[str], args: dict[str, tuple], parallel: bool, on_done, memory: dict[str, int] | None = None,
+               task=None) -> None:
+    """Run task(*args[family]) (default `_train_one`) for each family as a Ray task (all at once
+    when parallel, else one after another), each reserving memory[family] bytes when given, and
+    call on_done(family, result or exception) as each one ends, so a finished family is gated and
     recorded while the others still train."""
     import ray
 
     # SPREAD: one family per node while there are nodes. A family's task waits, CPU released, on
     # its training task; without SPREAD the next family could land on the same node, and one lost
     # node would take several families (or, by luck, none) with it
-    remote = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")(_train_one)
-    args = {f: (f, configs[f][0].model_dump_json(), configs[f][1], str(lake.root), tracking_uri, artifact_root,
-                run_tags) for f in todo}
+    remote = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")(task or _train_one)
+    memory = memory or {}
     queue = list(todo)
     running: dict = {}
     while queue or running:
         while queue and (parallel or not running):
             family = queue.pop(0)
-            running[remote.remote(*args[family])] = family
+            options = {"memory": memory[family]} if memory.get(family) else {}
+            running[remote.options(**options).remote(*args[family])] = family
         done, _ = ray.wait(list(running), num_returns=1)
         family = running.pop(done[0])
         try:
@@ -145,6 +167,23 @@ def _train_all(todo: list[str], configs: dict, lake: Lake, tracking_uri: str, ar
         except Exception as exc:  # the task's error, or its worker / node died
             got = exc
         on_done(family, got)
+
+
+def _reserve(todo: list[str], lake: Lake, mode: str, say) -> dict[str, int]:
+    """The families' memory reservations on the cluster Ray is connected to, said aloud."""
+    import ray
+
+    if mode == "never":
+        return {}
+    estimates = {f: FAMILY_JOBS[f].memory.bytes(lake) for f in todo}
+    memory = memory_reservations(estimates, ray.nodes(), mode)
+    if memory:
+        say("memory reserved: " + ", ".join(
+            f"{f} {memory[f] / 2**30:.1f} GB" + (f" (estimate {estimates[f] / 2**30:.1f} GB, capped at the largest node)"
+                                                 if memory[f] < estimates[f] else "") for f in todo))
+    else:
+        say("memory not reserved: no node with CPUs is up yet (an autoscaler adds them for the CPUs asked)")
+    return memory
 
 
 def _first_line(exc: BaseException) -> str:
@@ -348,7 +387,10 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
         if todo:
             say(f"training {', '.join(todo)}" + (" in parallel" if config.parallel and len(todo) > 1 else ""))
             tags = {"mlflow.parentRunId": parent.info.run_id, "retrain_date": str(date)}
-            _train_all(todo, configs, lake, tracking_uri, artifact_root, tags, config.parallel, finished_training)
+            args = {f: (f, configs[f][0].model_dump_json(), configs[f][1], str(lake.root), tracking_uri,
+                        artifact_root, tags) for f in todo}
+            memory = _reserve(todo, lake, config.reserve_memory, say)
+            _train_all(todo, args, config.parallel, finished_training, memory)
         result.steps["train_and_gate"] = round(time.monotonic() - t0, 1)
         result.families = {f: result.families[f] for f in families if f in result.families}  # the asked order
 

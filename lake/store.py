@@ -75,6 +75,11 @@ class Lake:
             return []
         return sorted(p for p in folder.glob("*.parquet") if p.is_file())
 
+    def count_rows(self, zone: str, table: str) -> int:
+        """Rows of a table from its Parquet footers, without reading the data; 0 when absent."""
+        files = self.files(zone, table) + [f for day in self.partitions(zone, table) for f in self.files(zone, table, day)]
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
     # --- reading ------------------------------------------------------------------------------
     def read(self, zone: str, table: str, day: dt.date | None = None,
              columns: list[str] | None = None) -> pa.Table:

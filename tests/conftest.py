@@ -151,7 +151,7 @@ def mlflow_server(postgres: Postgres, name: str, artifacts: Path):
     yields (url, store uri), stops it (and its workers) on exit."""
     import requests
 
-    from benchmarks.serving import _stop
+    from jobs.processes import stop_server
     from serving.families import wait_until
 
     store = postgres.create_database(name)
@@ -176,4 +176,4 @@ def mlflow_server(postgres: Postgres, name: str, artifacts: Path):
         assert wait_until(up, 120, 0.5), log.read_text()[-3000:]
         yield url, store
     finally:
-        _stop(server)  # its process group: the server and its workers
+        stop_server(server)  # its process group: the server and its workers

@@ -233,6 +233,25 @@ class DemandForecaster:
                 "list_price": plan["list_price"][day_pos, sku_pos],
                 "offer_discount_pct": plan["discount"][day_pos, kind_pos, sku_pos]}
 
+    def planned_prices(self, store_ids: np.ndarray, sku_ids: np.ndarray,
+                       days: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The planned list price and discount of each row (store_ids[i], sku_ids[i], days[i]:
+        datetime64[D]), gathered from the per-model plan table; None when a row's day lies outside
+        the horizon or its store or SKU is not in the plan."""
+        plan = self._plan_table()
+        day_pos = (np.asarray(days, "datetime64[D]") - np.datetime64(self.origin_, "D")).astype(np.int64) - 1
+        if len(day_pos) and not ((day_pos >= 0) & (day_pos < len(plan["days"]))).all():
+            return None
+        positions = []
+        for values, index in ((sku_ids, plan["sku"]), (store_ids, plan["kind_of_store"])):
+            codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+            known = np.array([index.get(u, -1) for u in uniques], dtype=np.int64)
+            if (known == -1).any():
+                return None
+            positions.append(known[codes] if len(codes) else codes.astype(np.int64))
+        sku_pos, kind_pos = positions
+        return plan["list_price"][day_pos, sku_pos], plan["discount"][day_pos, kind_pos, sku_pos]
+
     def _planned_rows_each_day(self, pairs: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
         # the contract's Arrow types throughout: pandas 3 strings would become large_string,
         # all-empty columns null, and Arrow joins refuse both

@@ -113,11 +113,15 @@ def _dataset(data: TrainingSet | pd.DataFrame, y: np.ndarray, params: dict, cate
                        reference=reference)
 
 
+def lightgbm_dataset(training: TrainingSet, y: np.ndarray, params: dict, categorical: list[str]) -> lgb.Dataset:
+    """A TrainingSet as the LightGBM dataset one worker trains on: binned from its seeded sample
+    (bin_sample), slice by slice. What the family's single-worker layout trains on, and what the
+    demand benchmark's bare peer times."""
+    return _dataset(training, y, params, categorical, bin_sample(training, params.get("seed", 0)), training.columns)
+
+
 def _single(training: TrainingSet, y: np.ndarray, params: dict, rounds: int, categorical: list[str]) -> str:
-    bins = bin_sample(training, params.get("seed", 0))
-    booster = lgb.train(params, _dataset(training, y, params, categorical, bins, training.columns),
-                        num_boost_round=rounds)
-    return booster.model_to_string()
+    return lgb.train(params, lightgbm_dataset(training, y, params, categorical), num_boost_round=rounds).model_to_string()
 
 
 def _data_parallel_loop(config: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -102,6 +103,37 @@ def test_the_plan_table_prices_every_pair_as_the_day_by_day_join_does(fitted):
     # a day outside the horizon takes the day-by-day path and still answers
     later = fitted.planned_rows(pairs.head(3), [fitted.origin_ + dt.timedelta(days=40)])
     assert len(later) == 3 and later["list_price"].notna().all()
+
+
+def test_rows_scored_by_the_pyfunc_are_priced_from_the_plan_as_the_day_by_day_join_prices_them(fitted):
+    """The pyfunc gathers each row's planned price from the plan table; rows in any order, days
+    mixed, repeats included, answer exactly as the day-by-day path does."""
+    from models.demand.pyfunc import _planned_each_day, score_rows
+
+    pairs = fitted.panel_.series[["store_id", "sku_id"]].reset_index(drop=True)
+    rng = np.random.default_rng(3)
+    pick = rng.integers(0, len(pairs), 400)
+    days = np.datetime64(fitted.origin_, "D") + rng.integers(1, 29, 400)
+    rows = pd.DataFrame({"store_id": pairs["store_id"].to_numpy(object)[pick], "sku_id": pairs["sku_id"].to_numpy(object)[pick],
+                         "dt": days.astype(str)})
+    rows = pd.concat([rows, rows.head(5)], ignore_index=True)  # repeats answer once per input row
+    gathered = fitted.planned_prices(rows["store_id"].to_numpy(object), rows["sku_id"].to_numpy(object),
+                                     rows["dt"].to_numpy("datetime64[D]"))
+    joined = _planned_each_day(fitted, rows.assign(dt=rows["dt"].to_numpy("datetime64[D]").astype(object)))
+    assert (joined[1] > 0).any()
+    np.testing.assert_array_equal(gathered[0], joined[0])
+    np.testing.assert_array_equal(gathered[1], joined[1])
+    scored = score_rows(fitted, rows)
+    assert len(scored) == len(rows) and (scored["p10"] <= scored["p50"]).all() and (scored["p50"] <= scored["p90"]).all()
+    # outside the plan (a day past the horizon): the day-by-day path answers
+    late = rows.head(3).assign(dt=str(fitted.origin_ + dt.timedelta(days=40)))
+    assert fitted.planned_prices(late["store_id"].to_numpy(object), late["sku_id"].to_numpy(object),
+                                 late["dt"].to_numpy("datetime64[D]")) is None
+    unknown = rows.head(2).assign(sku_id="NO-SUCH-SKU")
+    assert fitted.planned_prices(unknown["store_id"].to_numpy(object), unknown["sku_id"].to_numpy(object),
+                                 unknown["dt"].to_numpy("datetime64[D]")) is None
+    explicit = score_rows(fitted, rows.assign(list_price=joined[0], offer_discount_pct=joined[1]))
+    pd.testing.assert_frame_equal(scored, explicit)
 
 
 def test_a_price_cut_raises_the_forecast_of_an_elastic_sku(fitted, tiny_lake):

@@ -243,6 +243,16 @@ def test_a_server_still_loading_says_so_and_the_page_carries_on_when_it_is_ready
     waiting = None
     try:
         assert wait_until(lambda: requests.get(f"{base}/loading/healthz", timeout=5).status_code == 200, 120, 1.0)
+        # every kind of route answers 503 with what to do, the batched ones included
+        auth = {"Authorization": f"Bearer {KEY}"}
+        for path, body in [("/v1/demand/forecast", {"store_id": "S1", "sku_ids": ["K1"]}),
+                           ("/v1/location/invocations", {"dataframe_records": [{"city": "Shanghai"}]}),
+                           ("/v1/demand/invocations", {"dataframe_records": [{"store_id": "S1"}]})]:
+            got = requests.post(f"{base}/loading{path}", json=body, headers=auth, timeout=30)
+            family = path.split("/")[2]
+            assert got.status_code == 503, (path, got.status_code, got.text)
+            assert got.json()["detail"].startswith(f"quanyu-{family} has no loaded version yet"), got.text
+            assert got.json()["detail"].endswith("retry shortly"), got.text
         waiting = Planner(browser, f"{base}/loading/planner")
         text = waiting.message()
         assert text.startswith("The server is still loading the location model") and "Trying again every" in text

@@ -1,0 +1,53 @@
+"""Servers started for a while and stopped with everything they started: what the benchmarks
+and the tests run `quanyu serve`, uvicorn, `mlflow server` and their peers with."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import requests
+
+from serving.families import wait_until
+
+
+def start_server(command: list[str], env: dict, ready_url: str, log: Path, timeout: float = 300,
+                 cwd: Path | None = None) -> subprocess.Popen:
+    """Start `command` in its own session (its log appended to `log`) and wait until `ready_url`
+    answers below 500; raises RuntimeError if it exits first, TimeoutError if it never answers."""
+    process = subprocess.Popen(command, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=cwd,
+                               start_new_session=True)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[:3]} exited ({process.returncode}); see {log}")
+        try:
+            return requests.get(ready_url, timeout=2).status_code < 500
+        except requests.RequestException:
+            return False
+
+    if not wait_until(up, timeout, 1.0):
+        stop_server(process)
+        raise TimeoutError(f"{command[:3]} did not answer within {timeout} s; see {log}")
+    return process
+
+
+def stop_server(process: subprocess.Popen, leader_first: bool = False) -> None:
+    """Stop a server started by start_server (or any process leading its own session) and
+    everything it started. `leader_first`: signal only the server and give it a minute to shut
+    down what it started (as `quanyu serve stop` does) before signalling its whole process group."""
+    if process.poll() is None and leader_first:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
