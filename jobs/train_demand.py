@@ -39,7 +39,9 @@ def read_demand_data(lake: Lake, with_truth: bool = True,
     Raises LakeError when the lake is not merged."""
     if not lake.partitions("curated", "demand_daily"):
         raise LakeError(f"no curated demand under {lake.root}; run quanyu data merge first")
-    demand = lake.read_all("curated", "demand_daily", columns=DEMAND_COLUMNS).to_pandas()
+    # store and SKU ids as categoricals: as strings they are 44 bytes a row (3 GB at medium scale,
+    # copied again by every filter); as codes, 4
+    demand = lake.read_all("curated", "demand_daily", columns=DEMAND_COLUMNS).to_pandas(strings_to_categorical=True)
 
     def read(table: str) -> pd.DataFrame | None:
         # complete(): every optional column of the contract is present (as nulls if the brand

@@ -16,13 +16,31 @@ SERIES = ["store_id", "sku_id"]
 def series_codes(rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """Each row's series number and the series (store_id, sku_id), sorted; factorised column by
     column, which is many times faster than indexing millions of (store, SKU) pairs."""
-    store_codes, stores = pd.factorize(rows["store_id"], sort=True)
-    sku_codes, skus = pd.factorize(rows["sku_id"], sort=True)
+    store_codes, stores = _sorted_codes(rows["store_id"])
+    sku_codes, skus = _sorted_codes(rows["sku_id"])
     n = max(len(skus), 1)
     codes, pairs = pd.factorize(store_codes.astype(np.int64) * n + sku_codes, sort=True)
     pairs = np.asarray(pairs, dtype=np.int64)
     keys = pd.DataFrame({"store_id": np.asarray(stores)[pairs // n], "sku_id": np.asarray(skus)[pairs % n]})
-    return codes, keys.astype({"store_id": rows["store_id"].dtype, "sku_id": rows["sku_id"].dtype})
+    return codes, keys.astype({"store_id": _plain(rows["store_id"].dtype), "sku_id": _plain(rows["sku_id"].dtype)})
+
+
+def _sorted_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """pd.factorize(column, sort=True), also for a categorical column (ids read as categoricals to
+    save memory): codes ranked by the categories' values, so the order is the strings' order."""
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        return pd.factorize(column, sort=True)
+    categories = np.asarray(column.cat.categories, dtype=object)
+    order = np.argsort(categories)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    codes = column.cat.codes.to_numpy()
+    return np.where(codes >= 0, rank[codes], -1), categories[order]
+
+
+def _plain(dtype):
+    """The series keys are plain strings even when the rows' ids are categoricals."""
+    return str if isinstance(dtype, pd.CategoricalDtype) else dtype
 
 
 def series_scales(history: pd.DataFrame, *, target: str = "units_sold", revenue: str = "revenue_net",
