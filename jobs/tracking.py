@@ -89,14 +89,49 @@ LINEAGE_TAGS = ("family", "git_commit", "config", "config_path", "lake", "lake_f
 
 
 def log_inputs(lake: Lake, tables: list[tuple[str, pd.DataFrame, str]]) -> None:
-    """Each (table, frame, zone) as a dataset input of the active run (MLflow digests the frame)."""
-    import mlflow.data
+    """Each (table, frame, zone) as a dataset input of the active run, with a digest of every row
+    (see frame_digest) and the frame's column types as its schema."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
 
-    with warnings.catch_warnings():  # MLflow's hints about path sources and integer columns
+    with warnings.catch_warnings():  # MLflow's hint about path sources
         warnings.simplefilter("ignore", UserWarning)
         for name, frame, zone in tables:
-            dataset = mlflow.data.from_pandas(frame, source=str(lake.table_dir(zone, name)), name=name)
-            mlflow.log_input(dataset, context="training")
+            dataset = MetaDataset(resolve_dataset_source(str(lake.table_dir(zone, name))), name=name,
+                                  digest=frame_digest(frame), schema=frame_schema(frame))
+            mlflow.log_input(dataset, context="training", tags={"rows": str(len(frame))})
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """A digest of every row of `frame` (vectorised hashing: seconds at medium scale). MLflow's own
+    pandas dataset digests only the first 10,000 rows, and checks every value's type and nullness
+    in Python first, which took minutes for the 69M-row demand frame. Ids held as categoricals
+    hash as their strings do."""
+    import hashlib
+
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    header = json.dumps([list(map(str, frame.columns)), len(frame)]).encode()
+    return hashlib.md5(header + rows.tobytes()).hexdigest()[:8]
+
+
+def frame_schema(frame: pd.DataFrame):
+    """The MLflow schema of `frame` from its column types, a column required when it has no nulls
+    (vectorised checks, no Python pass over the values)."""
+    from mlflow.types import ColSpec, DataType, Schema
+
+    def kind(dtype) -> DataType:
+        if pd.api.types.is_bool_dtype(dtype):
+            return DataType.boolean
+        if pd.api.types.is_integer_dtype(dtype):
+            return DataType.integer if dtype.itemsize <= 4 else DataType.long
+        if pd.api.types.is_float_dtype(dtype):
+            return DataType.float if dtype.itemsize <= 4 else DataType.double
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            return DataType.datetime
+        return DataType.string  # strings, categorical ids, dates held as objects
+
+    return Schema([ColSpec(kind(frame[c].dtype), str(c), required=not frame[c].isna().any()) for c in frame.columns])
 
 
 def register(family: str, python_model, artifacts: dict[str, str], input_example: pd.DataFrame | None = None,

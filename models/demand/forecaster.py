@@ -27,6 +27,7 @@ from models.demand.features import (
     with_random_origins,
 )
 from models.demand.train import Layout, choose_layout, node_cpus, train_booster
+from models.saved import read_meta
 
 FORMAT_VERSION = 2  # 2: residual quantiles are scaled by √(forecast + 1)
 
@@ -361,9 +362,7 @@ class DemandForecaster:
     def load(cls, folder: str | Path) -> "DemandForecaster":
         """Read a forecaster written by `save`. Raises ValueError for an unknown format."""
         folder = Path(folder)
-        meta = json.loads((folder / "forecaster.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder}: forecaster format {meta.get('format_version')} is not {FORMAT_VERSION}")
+        meta = read_meta(folder, "forecaster.json", "demand forecaster", FORMAT_VERSION)
         self = cls(DemandConfig.model_validate(meta["config"]))
         self.booster_ = lgb.Booster(model_str=(folder / "booster.txt").read_text())
         self.categories_, self.features_order_ = meta["categories"], meta["features_order"]

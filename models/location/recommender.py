@@ -38,6 +38,7 @@ from models.location.config import CannibalisationConfig, LocationConfig
 from models.location.features import haversine_km, local_km
 from models.location.model import SiteModel
 from models.location.reasons import reasons_for
+from models.saved import read_meta
 
 Objective = Literal["net_gain", "coverage"]
 FORMAT_VERSION = 1
@@ -410,10 +411,7 @@ class SiteRecommender:
     @classmethod
     def load(cls, folder: str | Path) -> "SiteRecommender":
         folder = Path(folder)
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder}: location model format {meta.get('format_version')} is not "
-                             f"{FORMAT_VERSION}; retrain it with this version of Quanyu")
+        meta = read_meta(folder, "meta.json", "location model", FORMAT_VERSION)
         config = LocationConfig.model_validate(meta["config"])
         t = config.training
         model = SiteModel(meta["names"], dict(t.params), t.num_boost_round, t.seed)

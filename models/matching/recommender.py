@@ -19,6 +19,7 @@ import pandas as pd
 
 from models.matching.model import MatchingConfig, Ranker
 from models.matching.state import AVAILABILITY, MatchingState, PRICE_BANDS
+from models.saved import read_meta
 
 FORMAT_VERSION = 1
 BLOCKED = {"online": AVAILABILITY.index("offline_only"), "offline": AVAILABILITY.index("online_only")}
@@ -179,10 +180,7 @@ class MatchingRecommender:
     @classmethod
     def load(cls, folder: str | Path) -> "MatchingRecommender":
         folder = Path(folder)
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder}: matching model format {meta.get('format_version')} is not {FORMAT_VERSION}; "
-                             f"retrain it with this version of Quanyu")
+        meta = read_meta(folder, "meta.json", "matching model", FORMAT_VERSION)
         ranker = Ranker(meta["names"], lgb.Booster(model_file=str(folder / "ranker.txt")))
         extra = {k: v for k, v in meta.items() if k not in ("format_version", "names", "config")}
         return cls(MatchingState.load(folder / "state"), ranker, MatchingConfig.model_validate(meta["config"]), extra)
