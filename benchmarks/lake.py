@@ -98,10 +98,11 @@ COPY (SELECT dt, store_id, channel, sum(quantity) AS units_net, round(sum(revenu
 
 
 class PeakMemory:
-    """Samples the summed RSS of this process tree in a thread; `peak_bytes` after the block."""
+    """Samples the summed RSS of this process tree in a thread; `peak_bytes` after the block, and
+    `start_bytes`, what the tree held when the block began (idle workers, earlier steps' leftovers)."""
 
     def __init__(self, every_s: float = 0.2) -> None:
-        self.every_s, self.peak_bytes = every_s, 0
+        self.every_s, self.peak_bytes, self.start_bytes = every_s, 0, 0
         self._stop = threading.Event()
 
     def _sample(self) -> int:
@@ -120,7 +121,7 @@ class PeakMemory:
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> "PeakMemory":
-        self.peak_bytes = self._sample()
+        self.peak_bytes = self.start_bytes = self._sample()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

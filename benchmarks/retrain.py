@@ -50,7 +50,7 @@ def retrain_once(raw: Path, work: Path, say=print) -> dict:
     out = {"wall_s": round(wall, 1), "steps_s": result.steps, "exit_code": result.exit_code,
            "families": {f: {"status": o.status, "train_s": o.seconds, "version": o.version}
                         for f, o in result.families.items()},
-           "training_jobs_alone_s": bare, "training_jobs_alone_peak_gb": bare_peaks,
+           "training_jobs_alone_s": bare, "training_jobs_alone_peak_above_start_gb": bare_peaks,
            "footprint_estimate_gb": {f: round(spec.memory.bytes(lake) / 2**30, 2) for f, spec in FAMILY_JOBS.items()},
            "sum_of_training_jobs_s": round(trained, 1),
            "ratio_to_training": round(wall / trained, 2) if trained else None,
@@ -62,7 +62,8 @@ def retrain_once(raw: Path, work: Path, say=print) -> dict:
 
 def bare_training(lake: Lake, work: Path, say=print) -> tuple[dict[str, float], dict[str, float]]:
     """Each family's own training job alone, one after another, on the merged lake (the peer):
-    seconds, and peak memory of the process tree in GB (what the families' Footprints are fitted on)."""
+    seconds, and the peak memory of the process tree above what it held when the job began, in GB
+    (idle Ray workers and the retrain's leftovers are not the job's)."""
     seconds, peaks = {}, {}
     for family, spec in FAMILY_JOBS.items():
         config, path = spec.config()
@@ -71,7 +72,7 @@ def bare_training(lake: Lake, work: Path, say=print) -> tuple[dict[str, float], 
             spec.job().main(config, lake, f"sqlite:///{work / 'mlflow.db'}", config_path=path,
                             artifact_root=str(work / "mlartifacts"))
             seconds[family] = round(time.monotonic() - started, 1)
-        peaks[family] = round(memory.peak_bytes / 2**30, 2)
+        peaks[family] = round((memory.peak_bytes - memory.start_bytes) / 2**30, 2)
         say(f"bare {family}: {seconds[family]} s, peak {peaks[family]} GB")
     return seconds, peaks
 

@@ -201,7 +201,7 @@ def _holdout_one(family: str, config_json: str, lake_root: str) -> dict[str, flo
 
 
 def champion_on_fresh_holdout(family: str, champion: str, candidate_config, candidate_metrics: dict[str, float],
-                              lake: Lake, client) -> tuple[dict[str, float], str]:
+                              lake: Lake, client, memory: int | None = None) -> tuple[dict[str, float], str]:
     """The champion's metrics on the candidate's holdout, and how they were obtained.
 
     Each family's holdout is a backtest that refits its recipe (config + code) at past origins: a
@@ -209,7 +209,8 @@ def champion_on_fresh_holdout(family: str, champion: str, candidate_config, cand
     itself there would flatter it. The champion is therefore re-scored as its recipe: the same
     recipe as the candidate's (same config, same code) scores exactly what the candidate scored;
     another config with the same code is evaluated here, in a Ray task, on the same data. A
-    champion trained with other code cannot be re-run, and is compared by its logged holdout."""
+    champion trained with other code cannot be re-run, and is compared by its logged holdout.
+    `memory`: what the re-scoring task reserves (the family's reservation: it refits the recipe)."""
     from jobs.tracking import git_commit
 
     run = client.get_run(client.get_model_version(registered_name(family), champion).run_id)
@@ -225,13 +226,13 @@ def champion_on_fresh_holdout(family: str, champion: str, candidate_config, cand
         return candidate_metrics, "the same recipe, so the candidate's score on this holdout"
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=0)(_holdout_one)
+    task = ray.remote(num_cpus=1, max_retries=0)(_holdout_one).options(**({"memory": memory} if memory else {}))
     fresh = ray.get(task.remote(family, recorded, str(lake.root)))
     return fresh, "its recipe re-scored on this holdout"
 
 
 def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: Gate, tracking_uri: str,
-                   config=None, lake: Lake | None = None) -> FamilyOutcome:
+                   config=None, lake: Lake | None = None, memory: int | None = None) -> FamilyOutcome:
     """Load the candidate as serving would, sanity-check it, compare with the champion scored on
     the same holdout (when `config` and `lake` are given), and move the alias (or tag the refusal)."""
     import mlflow
@@ -249,7 +250,8 @@ def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: G
     champion_metrics, basis = None, ""
     if champion and config is not None and lake is not None:
         try:
-            champion_metrics, basis = champion_on_fresh_holdout(family, champion, config, metrics, lake, client)
+            champion_metrics, basis = champion_on_fresh_holdout(family, champion, config, metrics, lake, client,
+                                                                memory)
         except Exception as exc:  # its run deleted, its config no longer valid: fall back, and say so
             champion_metrics = version_metrics(client, family, champion)
             basis = f"its logged holdout (could not re-score: {_first_line(exc)[:120]})"
@@ -370,6 +372,8 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
         mlflow.set_tags({"retrain_date": str(date), "families": ",".join(families), "data_digest": data})
         t0 = time.monotonic()
 
+        memory: dict[str, int] = {}  # each family's reservation, filled in before training starts
+
         def finished_training(f: str, got) -> None:  # gate and record one family as soon as it is trained
             if isinstance(got, Exception):
                 say(f"{f}: training failed: {_first_line(got)}")
@@ -377,7 +381,7 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
                 return
             say(f"{f}: trained v{got['version']} in {got['seconds']:.0f} s")
             outcome = gate_candidate(f, got["version"], got["metrics"], config.gates[f], tracking_uri,
-                                     configs[f][0], lake)
+                                     configs[f][0], lake, memory.get(f))
             outcome.run_id, outcome.seconds = got["run_id"], got["seconds"]
             result.families[f] = outcome
             finished[f] = {**asdict(outcome), "key": keys[f]}
@@ -385,11 +389,12 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
             say(f"{f}: v{outcome.version} {outcome.status}: {outcome.reason}")
 
         if todo:
-            say(f"training {', '.join(todo)}" + (" in parallel" if config.parallel and len(todo) > 1 else ""))
+            say(f"training {', '.join(todo)}" + (" in parallel as memory allows" if config.parallel and len(todo) > 1
+                                                 else ""))
             tags = {"mlflow.parentRunId": parent.info.run_id, "retrain_date": str(date)}
             args = {f: (f, configs[f][0].model_dump_json(), configs[f][1], str(lake.root), tracking_uri,
                         artifact_root, tags) for f in todo}
-            memory = _reserve(todo, lake, config.reserve_memory, say)
+            memory.update(_reserve(todo, lake, config.reserve_memory, say))
             _train_all(todo, args, config.parallel, finished_training, memory)
         result.steps["train_and_gate"] = round(time.monotonic() - t0, 1)
         result.families = {f: result.families[f] for f in families if f in result.families}  # the asked order
