@@ -49,7 +49,7 @@ $(HAPROXY):
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq haproxy >/dev/null
 
 test: $(VENV)/.installed-dev $(CHROMIUM) $(POSTGRES) $(HAPROXY)
-	$(BIN)/python -m pytest --durations=25 -m "not cluster"
+	$(BIN)/python -m pytest --durations=25
 
 # the peers of the benchmarks need pandas < 3 (statsforecast, in `bench demand`) or a geopandas
 # stack (spopt, in `bench location`) or compiled extras (implicit, in `bench matching`): they get
