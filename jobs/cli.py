@@ -247,8 +247,9 @@ def _gates() -> dict:
               help="Retrain config with the promotion gates [default: configs/retrain.yaml].")
 @click.pass_context
 def retrain_cmd(ctx, lake, date, families, config_path) -> None:
-    """The daily retrain: validate the day, merge, train the families in parallel, gate, promote.
-    Exit 0 done (promoted or not), 1 data rejected, 2 failure."""
+    """The daily retrain: validate every new or changed day, merge, train the families in parallel,
+    gate, promote. Exit 0 done (promoted or not), 1 data rejected, 2 failure, 3 partitions
+    quarantined (stopped before the merge unless configs/retrain.yaml says on_quarantine: continue)."""
     from jobs import retrain as job
 
     day = _dates((date,))[0] if date else None

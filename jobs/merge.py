@@ -96,13 +96,21 @@ def load_dimensions(lake: Lake) -> Dimensions:
                       identities=identity_index(read(IDENTITIES)))
 
 
-def _fingerprint(lake: Lake, day: dt.date) -> list:
+def day_fingerprint(lake: Lake, day: dt.date) -> list:
     out = []
     for table in FACT_TABLES:
         for path in lake.files("raw", table, day):
             stat = path.stat()
             out.append([table, path.name, stat.st_size, stat.st_mtime_ns])
     return out
+
+
+def pending_days(lake: Lake) -> list[dt.date]:
+    """The raw days an incremental merge would merge now: new days, and days whose files changed
+    since they were last merged (a backfill)."""
+    manifest = _read_manifest(lake)
+    days = sorted(set().union(*(lake.partitions("raw", t) for t in FACT_TABLES)))
+    return [d for d in days if manifest["days"].get(d.isoformat()) != day_fingerprint(lake, d)]
 
 
 def _manifest_path(lake: Lake):
@@ -207,7 +215,7 @@ def main(config: MergeConfig, lake: Lake) -> MergeResult:
                             f"{raw_days[0]} … {raw_days[-1]}")
         todo = sorted(config.dates)
     else:
-        todo = [d for d in raw_days if manifest["days"].get(d.isoformat()) != _fingerprint(lake, d)]
+        todo = pending_days(lake) if not config.rebuild else raw_days
         result.skipped = len(raw_days) - len(todo)
 
     window: dict[dt.date, pa.Table] = {}
@@ -224,7 +232,7 @@ def main(config: MergeConfig, lake: Lake) -> MergeResult:
 
     task = ray.remote(_merge_one)
     dims_ref = ray.put(dims)
-    refs = [task.remote(lake, day, dims_ref, recent(day), _fingerprint(lake, day)) for day in todo]
+    refs = [task.remote(lake, day, dims_ref, recent(day), day_fingerprint(lake, day)) for day in todo]
     for stats in as_completed(refs, label="merge days"):
         if stats.error:
             result.failed[stats.day.isoformat()] = stats.error

@@ -1,8 +1,9 @@
 """Job: the daily retrain. One command turns a new day of raw data into new champions.
 
-    validate the day (quarantine what fails) → incremental merge → train the families in
-    parallel (Ray tasks) → sanity-check and gate each candidate → promote or refuse → serving
-    follows the `champion` alias by itself
+    validate every day about to be merged (new and backfilled days, the dimension tables;
+    quarantine what fails, and stop there unless on_quarantine: continue) → incremental merge →
+    train the families in parallel (Ray tasks) → sanity-check and gate each candidate → promote
+    or refuse → serving follows the `champion` alias by itself
 
 Everything is logged under one parent MLflow run (experiment `quanyu-retrain`); each family's
 training run is its child (`mlflow.parentRunId`) in the family's own experiment.
@@ -10,7 +11,8 @@ training run is its child (`mlflow.parentRunId`) in the family's own experiment.
 Idempotent and resumable: the state of each date lives in QUANYU_HOME/retrain/<date>.json and is
 written after every step. A step whose inputs did not change since it finished is not redone, so
 the same date twice promotes nothing new, and a run killed half-way finishes the rest when started
-again. Exit status: 0 done (promoted or not), 1 data rejected, 2 failure.
+again. Exit status: 0 done (promoted or not), 1 data rejected, 2 failure, 3 partitions
+quarantined (stopped before the merge, or trained on what passed with on_quarantine: continue).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from lake.store import Lake
 from models.config import FamilyConfig
 from models.registry import CHAMPION, registered_name
 
-EXIT_DONE, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
+EXIT_DONE, EXIT_REJECTED, EXIT_FAILED, EXIT_QUARANTINED = 0, 1, 2, 3
 Family = Literal["demand", "matching", "location"]
 
 
@@ -44,6 +46,9 @@ class RetrainConfig(FamilyConfig):
     configs: dict[Family, str] = Field(default_factory=dict,
                                        description="family config files [default: configs/<family>.yaml]")
     gates: dict[Family, Gate] = Field(default_factory=lambda: dict(DEFAULT_GATES))
+    on_quarantine: Literal["stop", "continue"] = Field(
+        "stop", description="when validation quarantines partitions: stop before the merge (exit 3, no alias "
+        "moves; a second run goes on without them), or merge and train on what passed (exit 3 at the end)")
     reserve_memory: Literal["auto", "always", "never"] = Field(
         "auto", description="reserve each family's estimated memory from Ray, so families that do not fit "
         "on a node together run one after another: auto when some node with CPUs could hold one family "
@@ -274,12 +279,55 @@ def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: G
     return outcome
 
 
+# --- validation -------------------------------------------------------------------------------------
+
+def dimension_fingerprint(lake: Lake) -> list:
+    """Name, size and modification time of every dimension file: changes when a table does."""
+    from lake.contract import DIMENSION_TABLES
+
+    return [[p.parent.name, p.name, p.stat().st_size, p.stat().st_mtime_ns]
+            for t in DIMENSION_TABLES for p in lake.files("raw", t)]
+
+
+def _validate_pending(lake: Lake, date: dt.date, state: State):
+    """Validate (quarantining what fails) the days the merge would take now plus `date`, and the
+    dimension tables; None when every one of them was validated earlier for this date with the
+    same files. Returns the validation result, its quarantined entries naming their rules."""
+    from jobs import merge, validate
+
+    days = sorted(set(merge.pending_days(lake)) | {date})
+    dims = dimension_fingerprint(lake)
+    earlier = state.get("validated")
+    earlier = earlier if isinstance(earlier, dict) and earlier.get("dims") == dims else {"days": {}}
+    need = [d for d in days if earlier["days"].get(str(d)) != merge.day_fingerprint(lake, d)]
+    if not need:
+        return None
+    checked = validate.main(validate.ValidateConfig(quarantine=True, dates=need, required_dates=[date]), lake)
+    checked.quarantined = [{**q, "partition": str(q["partition"]), "rules": sorted(
+        {v.rule for v in checked.violations if v.table == q["table"] and str(v.partition) == str(q["partition"])})}
+        for q in checked.quarantined]
+    if not checked.rejected:
+        state.put("validated", {"dims": dims, "days": {**earlier["days"], **{
+            str(d): merge.day_fingerprint(lake, d) for d in need}}})
+    return checked
+
+
+def _named(violations: list) -> str:
+    """Each broken rule once, with where: what the retrain's message says."""
+    seen = dict.fromkeys(f"{v.table}{' dt=' + v.partition if v.partition else ''} {v.rule}" for v in violations)
+    names = list(seen)
+    return "; ".join(names[:12]) + (f"; and {len(names) - 12} more (quanyu data validate lists them)"
+                                    if len(names) > 12 else "")
+
+
 # --- the job ----------------------------------------------------------------------------------------
 
 def latest_raw_day(lake: Lake) -> dt.date | None:
+    """The newest raw day that is not dated in the future (beyond the lake's `future_days`)."""
     from lake.contract import FACT_TABLES
 
-    days = [d for t in FACT_TABLES for d in lake.partitions("raw", t)]
+    latest = lake.settings().latest_allowed_day()
+    days = [d for t in FACT_TABLES for d in lake.partitions("raw", t) if d <= latest]
     return max(days) if days else None
 
 
@@ -288,7 +336,7 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
     """Run (or finish) the daily retrain for `date`. Ray must be initialised."""
     import mlflow
 
-    from jobs import merge, validate
+    from jobs import merge
     from lake.contract import FACT_TABLES
     from models.registry import use_experiment
 
@@ -305,28 +353,27 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
         return result
     state = State(home / "retrain" / f"{date}.json")
 
-    # 1. validate the day, quarantining partitions that fail
-    from jobs.merge import _fingerprint
-
-    fingerprint = _fingerprint(lake, date)
+    # 1. validate every day the merge is about to take (new and backfilled days, and the date)
+    #    with the dimension tables; quarantine the fact partitions that fail
     t0 = time.monotonic()
-    if state.get("validated") == fingerprint and fingerprint:
+    checked = _validate_pending(lake, date, state)
+    if checked is None:
         result.resumed.append("validate")
-        result.quarantined = state.get("quarantined", [])
     else:
-        checked = validate.main(validate.ValidateConfig(quarantine=True, dates=[date]), lake)
-        if checked.rejected:
-            result.exit_code = EXIT_REJECTED
-            result.message = "the lake was rejected: " + "; ".join(
-                f"{v.table} {v.rule}: {v.message}" for v in checked.violations[:5])
-            return result
-        result.quarantined = [{**q, "partition": str(q["partition"]), "rules": sorted(
-            {v.rule for v in checked.violations if v.table == q["table"] and str(v.partition) == str(q["partition"])})}
-            for q in checked.quarantined]
+        result.quarantined = checked.quarantined
         for q in result.quarantined:
             say(f"quarantined {q['table']} {q['partition']} ({', '.join(q['rules'])}) to {q['to']}")
-        state.put("quarantined", result.quarantined)
-        state.put("validated", _fingerprint(lake, date))
+        if checked.rejected:
+            result.exit_code = EXIT_REJECTED
+            result.message = "the lake was rejected: " + _named(checked.violations)
+            return result
+        if result.quarantined and config.on_quarantine == "stop":
+            result.exit_code = EXIT_QUARANTINED
+            result.message = (f"stopped before the merge: {len(result.quarantined)} partition(s) failed validation "
+                              "and were quarantined, so no model learns from them and no alias moves; re-land "
+                              "those days fixed and run again, or run again to go on without them")
+            result.steps["validate"] = round(time.monotonic() - t0, 1)
+            return result
     result.steps["validate"] = round(time.monotonic() - t0, 1)
 
     # 2. incremental merge (unchanged days are skipped by their fingerprints)
@@ -411,6 +458,10 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
             result.exit_code = EXIT_FAILED
             result.message = "; ".join(f"{f} failed: {o.reason}" for f, o in result.families.items()
                                        if o.status == "failed")
+        elif result.quarantined:
+            result.exit_code = EXIT_QUARANTINED
+            result.message = (f"{len(result.quarantined)} partition(s) quarantined; the families trained on "
+                              "the rest (on_quarantine: continue)")
     result.steps["total"] = round(time.monotonic() - started, 1)
     return result
 
@@ -418,7 +469,7 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
 def summary_lines(result: RetrainResult, gates: dict[str, Gate]) -> list[str]:
     """The table `quanyu retrain` prints."""
     lines = [f"retrain {result.date}: " + {EXIT_DONE: "done", EXIT_REJECTED: "data rejected",
-                                          EXIT_FAILED: "failed"}[result.exit_code]
+                                          EXIT_FAILED: "failed", EXIT_QUARANTINED: "partitions quarantined"}[result.exit_code]
              + (f" — {result.message}" if result.message else "")]
     for q in result.quarantined:
         lines.append(f"  quarantined: {q['table']} {q['partition']} ({', '.join(q['rules'])}), {q['rows']:,} rows, "

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from jobs.progress import as_completed
 from lake.contract import DIMENSION_TABLES, FACT_TABLES, RAW_TABLES
 from lake.store import Lake
-from lake.validate import Violation, check_table, key_hashes
+from lake.validate import Violation, check_table, future_partition, key_hashes
 
 EXIT_CLEAN, EXIT_REJECTED, EXIT_QUARANTINED = 0, 1, 3
 
@@ -38,6 +38,8 @@ class ValidateConfig(BaseModel):
 
     quarantine: bool = False
     dates: list[dt.date] | None = None  # None: every partition
+    required_dates: list[dt.date] | None = None  # days every fact table in use must have (default: dates)
+    today: dt.date | None = None  # for the future_partition rule (default: today in the brand's time zone)
 
 
 @dataclass
@@ -207,20 +209,31 @@ def main(config: ValidateConfig, lake: Lake) -> ValidateResult:
     result.violations += dim_violations
     result.rows_checked.update(dim_rows)
 
+    try:
+        latest = lake.settings().latest_allowed_day(config.today)
+    except ValueError as exc:  # settings.yaml itself is wrong: nothing can be judged against it
+        result.violations.append(Violation("settings", "settings", 0, str(exc), file="settings.yaml"))
+        result.rejected = True
+        return result
     task = ray.remote(_check_partition)
     refs_ref, channels_ref = ray.put(references), ray.put(store_channels)
     wanted = set(config.dates) if config.dates else None
-    refs = []
+    required = set(config.required_dates if config.required_dates is not None else config.dates or [])
+    refs, future = [], []
     for table in FACT_TABLES:
         days = lake.partitions("raw", table)
+        # a channel the brand does not have (no partition at all) is not expected on any day
+        for day in sorted(required - set(days)) if days else []:
+            result.violations.append(Violation(table, "missing_partition", 0,
+                                               f"no partition dt={day} under raw/{table}/; write the day's data",
+                                               partition=day.isoformat()))
         if wanted is not None:
-            missing = sorted(wanted - set(days))
-            for day in missing:
-                result.violations.append(Violation(table, "missing_partition", 0,
-                                                   f"no partition dt={day} under raw/{table}/; write the day's data",
-                                                   partition=day.isoformat()))
             days = [d for d in days if d in wanted]
+        future += [v for v in (future_partition(table, d, latest) for d in days) if v is not None]
         refs += [task.remote(lake, table, day, refs_ref, channels_ref) for day in days]
+    for v in future:
+        v.file = str(lake.partition_dir("raw", v.table, dt.date.fromisoformat(v.partition)).relative_to(lake.root))
+    result.violations += future
     checks = list(as_completed(refs, label="validate partitions")) if refs else []
     if wanted is not None and checks:
         # duplicates against the partitions not re-validated: compare with their key hashes too

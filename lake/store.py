@@ -43,6 +43,14 @@ class Lake:
     def __reduce__(self):  # pickles as its path, for Ray tasks
         return (Lake, (str(self.root),))
 
+    def settings(self):
+        """The brand settings kept with the lake (`settings.yaml` at its root; defaults without
+        it). Raises SettingsError naming what is wrong in the file."""
+        from lake.settings import SETTINGS_FILE, LakeSettings, parse_settings
+
+        path = self.root / SETTINGS_FILE
+        return parse_settings(path.read_text(), str(path)) if path.is_file() else LakeSettings()
+
     # --- paths --------------------------------------------------------------------------------
     def table_dir(self, zone: str, table: str) -> Path:
         if zone not in ZONES:

@@ -19,6 +19,7 @@ from lake.contract import Table, cast_column
 MAX_UNITS_PER_LINE = 1_000
 MAX_UNIT_PRICE = 200_000.0  # CNY; anything above is a unit or decimal-point error
 MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 1_000  # any other string: names, addresses, cells, hashes
 
 
 @dataclass
@@ -147,6 +148,10 @@ def check_table(data: pa.Table, spec: Table, *, partition: dt.date | None = None
             add("id_characters", _bad_ids(values),
                 f"{col.name} has ids with control, invisible or surrounding-space characters, or longer than "
                 f"{MAX_ID_LENGTH}; clean the ids at the source", [col.name])
+        elif pa.types.is_string(col.type):
+            add("string_length", _mask(pc.greater(pc.utf8_length(values), MAX_TEXT_LENGTH)),
+                f"{col.name} has values longer than {MAX_TEXT_LENGTH:,} characters; this column holds a short "
+                "text or code — check the export", [])
         if pa.types.is_floating(col.type):
             arr = values.to_numpy(zero_copy_only=False).astype(float)  # nulls become NaN here
             add("not_finite", _mask(pc.is_valid(values)) & ~np.isfinite(arr),
@@ -223,6 +228,16 @@ def check_table(data: pa.Table, spec: Table, *, partition: dt.date | None = None
         add("channel_mismatch", _mask(pc.is_in(data.column("store_id"), elsewhere)), f"store_id is not an {expected} store; {spec.name} takes {expected} stores only",
             ["store_id"])
     return violations
+
+
+def future_partition(table: str, day: dt.date, latest: dt.date) -> Violation | None:
+    """A fact partition dated after `latest` (today in the brand's time zone plus the lake's
+    `future_days`): a clock or export error that would otherwise become the lake's newest day."""
+    if day <= latest:
+        return None
+    return Violation(table, "future_partition", 0,
+                     f"dt={day} lies after {latest} (today plus future_days in settings.yaml); "
+                     "fix the export's dates or the partition name", partition=day.isoformat())
 
 
 # control, format (zero-width, bidi overrides), private-use and surrogate characters, line and

@@ -52,6 +52,8 @@ def home(tiny_lake, tmp_path_factory) -> Path:
     (home / "matching.yaml").write_text(yaml.safe_dump(MATCHING_FAST.model_dump(mode="json")))
     retrain = yaml.safe_load((Path(__file__).parents[2] / "configs" / "retrain.yaml").read_text())
     retrain["configs"] = {"demand": str(home / "demand.yaml"), "matching": str(home / "matching.yaml")}
+    (home / "retrain-stop.yaml").write_text(yaml.safe_dump(retrain))  # the default: stop at a quarantine
+    retrain["on_quarantine"] = "continue"
     (home / "retrain.yaml").write_text(yaml.safe_dump(retrain))
     return home
 
@@ -113,9 +115,9 @@ def first(home, cluster):
 
 def test_a_full_retrain_trains_gates_promotes_and_reports(first, home):
     got, day = first
-    assert got.returncode == 0, got.stdout + got.stderr[-3000:]
+    assert got.returncode == 3, got.stdout + got.stderr[-3000:]
     out = got.stdout
-    assert f"retrain {day}: done" in out
+    assert f"retrain {day}: partitions quarantined" in got.stderr and "the families trained on the rest" in got.stderr
     assert "database is locked" not in out + got.stderr  # three families logging at once into SQLite
     assert f"quarantined: pos_transactions {day}" in out and "refund_sign" in out  # said, and the rest trained
     assert (home / "lake" / "quarantine").exists()
@@ -325,3 +327,49 @@ def test_on_mlflow_server_with_postgresql_a_lost_worker_node_fails_one_family_cl
         in_postgres = db.execute(sqlalchemy.text("select count(*) from runs where status = 'FINISHED'")).scalar()
     engine.dispose()
     assert in_postgres == 4  # the parent and the three families
+
+
+def test_bad_backfilled_future_and_overlong_days_are_quarantined_and_no_alias_moves(first, home, cluster):
+    """A backfill of an old, merged day with its lines twice; a partition dated years ahead; a
+    10,000,000-character phone hash on another day. The retrain (default on_quarantine: stop,
+    no --date) validates every day it would merge, names each problem, exits 3 and moves nothing."""
+    lake = Lake(home / "lake")
+    days = lake.partitions("raw", "online_orders")
+    # the last day's POS lines, quarantined by the first run, land again fixed (else that day
+    # misses a table, and the run is rejected: exit 1)
+    (quarantined,) = (home / "lake" / "quarantine").glob(f"*/pos_transactions/dt={days[-1]}")
+    shutil.move(quarantined, lake.partition_dir("raw", "pos_transactions", days[-1]))
+    path = lake.files("raw", "pos_transactions", days[-1])[0]
+    table = pq.read_table(path)
+    quantity = table.column("quantity").to_pylist()
+    quantity[0] = -quantity[0]
+    column = table.schema.get_field_index("quantity")
+    pq.write_table(table.set_column(column, "quantity", pa.array(quantity, table.schema.field(column).type)), path)
+    backfilled, overlong = days[5], days[12]
+    path = lake.files("raw", "online_orders", backfilled)[0]
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table]), path)
+    path = lake.files("raw", "online_orders", overlong)[0]
+    table = pq.read_table(path)
+    hashes = table.column("phone_hash").to_pylist()
+    hashes[0] = "9" * 10_000_000
+    pq.write_table(table.set_column(table.column_names.index("phone_hash"), "phone_hash", pa.array(hashes, pa.string())),
+                   path)
+    future = lake.partition_dir("raw", "online_orders", dt.date(2030, 1, 1))
+    future.mkdir(parents=True)
+    shutil.copy(lake.files("raw", "online_orders", days[-1])[0], future / "part-0.parquet")
+    aliases = {f: champion(home, f) for f in ("demand", "matching", "location")}
+    before = {f: versions(home, f) for f in aliases}
+
+    got = quanyu(home, "retrain", "--lake", str(home / "lake"), "--config", str(home / "retrain-stop.yaml"),
+                 address=cluster.address)
+    out = got.stdout + got.stderr
+    assert got.returncode == 3, out[-3000:]
+    assert "Traceback" not in out and "stopped before the merge" in out
+    assert f"retrain {days[-1]}:" in out  # the future partition did not become the retrain's date
+    said = {line.split()[2]: line for line in got.stdout.splitlines() if line.strip().startswith("quarantined: online_orders")}
+    for day, rule in ((backfilled, "duplicate_key"), (overlong, "string_length"), (dt.date(2030, 1, 1), "future_partition")):
+        assert rule in said.get(str(day), ""), (day, rule, out[-3000:])
+    assert len(said) == 3
+    assert {f: champion(home, f) for f in aliases} == aliases
+    assert {f: versions(home, f) for f in aliases} == before

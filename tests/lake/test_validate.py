@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -179,3 +180,42 @@ def test_a_missing_dimension_table_rejects_even_with_quarantine(raw_copy, ray_se
 def test_validating_a_folder_without_a_lake_says_so(tmp_path, ray_session, capsys):
     code, out = _run(["data", "validate", "--lake", str(tmp_path / "nothing")], capsys)
     assert code == 1 and "no raw/ folder" in out
+
+
+def test_overlong_text_is_refused_without_echoing_it(tiny_lake):
+    day = tiny_lake.partitions("raw", "online_orders")[10]
+    table = tiny_lake.read("raw", "online_orders", day)
+    long = "x" * 10_000_000
+    found = check_table(_set(_set(table, "delivery_cell", 0, long), "phone_hash", 1, long), ONLINE_ORDERS,
+                        partition=day)
+    flagged = {v.message.split()[0]: v for v in found if v.rule == "string_length"}
+    assert set(flagged) == {"delivery_cell", "phone_hash"} and all(v.rows == 1 for v in flagged.values())
+    assert len(flagged["phone_hash"].line()) < 1_000  # the report names the row's key, not the 10 MB value
+
+
+def test_a_partition_dated_in_the_future_is_quarantined(raw_copy, ray_session, capsys):
+    from jobs import validate
+
+    last = raw_copy.partitions("raw", "online_orders")[-1]
+    future = last + dt.timedelta(days=30)
+    source = raw_copy.files("raw", "online_orders", last)[0]
+    table = pq.read_table(source)
+    # the last day again, a month later, under new order ids: only the date is wrong
+    table = table.set_column(table.column_names.index("order_ts"), "order_ts",
+                             pc.add(table.column("order_ts"), pa.scalar(dt.timedelta(days=30))))
+    table = table.set_column(table.column_names.index("order_id"), "order_id",
+                             pc.binary_join_element_wise(table.column("order_id"), "-f", ""))
+    target = raw_copy.partition_dir("raw", "online_orders", future)
+    target.mkdir(parents=True)
+    pq.write_table(table, target / source.name)
+    result = validate.main(validate.ValidateConfig(quarantine=True, today=last), raw_copy)
+    assert {(q["table"], q["partition"]) for q in result.quarantined} == {("online_orders", future.isoformat())}
+    (v,) = [v for v in result.violations if v.rule == "future_partition"]
+    assert "future_days" in v.message and v.partition == future.isoformat()
+    # a lake whose settings.yaml allows partitions dated up to 45 days ahead takes it back
+    shutil.move(next((raw_copy.root / "quarantine").glob("*/online_orders/dt=*")), target)
+    (raw_copy.root / "settings.yaml").write_text("future_days: 45\n")
+    assert validate.main(validate.ValidateConfig(today=last), raw_copy).exit_code == 0
+    (raw_copy.root / "settings.yaml").write_text("timezone: Mars/Olympus\n")
+    code, out = _run(["data", "validate", "--lake", str(raw_copy.root)], capsys)
+    assert code == 1 and "unknown time zone 'Mars/Olympus'" in out
