@@ -98,7 +98,7 @@ class Family:
         if loaded is None:
             return [self._unavailable() for _ in payloads]
         try:
-            return handlers.invocations_many(loaded, payloads, self.family in handlers.ROW_PER_ROW)
+            return handlers.invocations_many(loaded, self.family, payloads)
         except Exception:  # a bug, not the callers' fault: log it, say nothing internal
             logger.exception("quanyu-%s invocations batch of %d failed", self.family, len(payloads))
             return [(500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import pandas as pd
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from serving import schemas
 from serving.families import Loaded
 
 Answer = tuple[int, dict]
+logger = logging.getLogger("quanyu.serving")
 
 
 def _problem(status: int, detail: str) -> Answer:
@@ -181,11 +183,12 @@ def _finite(value) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
-def invocations(loaded: Loaded, payload: dict) -> Answer:
+def invocations(loaded: Loaded, family: str, payload: dict) -> Answer:
     """MLflow's scoring protocol on feature rows: the same parsing `mlflow models serve` does, the
-    same answer `mlflow.pyfunc.load_model(...).predict` gives, as {"predictions": …}."""
-    rows = _parse_rows(loaded, payload)
-    return rows if isinstance(rows, tuple) else _score(loaded, rows)
+    same answer `mlflow.pyfunc.load_model(...).predict` gives, as {"predictions": …}; rows are
+    checked first as strictly as the family's typed endpoints (serving.rows)."""
+    rows = _parse_rows(loaded, family, payload)
+    return rows if isinstance(rows, tuple) else _score(loaded, family, rows)
 
 
 # families whose pyfunc answers one output row per input row, in input order (demand: p10/p50/p90,
@@ -193,18 +196,18 @@ def invocations(loaded: Loaded, payload: dict) -> Answer:
 ROW_PER_ROW = {"demand", "location"}
 
 
-def invocations_many(loaded: Loaded, payloads: list[dict], row_per_row: bool) -> list[Answer]:
-    """invocations() of several requests. When the model answers row per row, the valid requests'
-    rows are scored in one predict call and each request's answer is cut from it; otherwise (a
-    request with other columns or types, a predict that fails on the union or answers another
-    number of rows) each request is scored alone, as invocations() does, so a bad request only
-    spoils its own answer."""
-    if not row_per_row or len(payloads) == 1:
-        return [invocations(loaded, p) for p in payloads]
+def invocations_many(loaded: Loaded, family: str, payloads: list[dict]) -> list[Answer]:
+    """invocations() of several requests, each answered as it would be alone. When the model
+    answers row per row, the checked rows of every valid request are scored in one predict call
+    and each request's answer is cut from it; when that call fails or answers another number of
+    rows (or the requests differ in columns or types), each request is scored alone, so one
+    request can only spoil its own answer."""
+    if family not in ROW_PER_ROW or len(payloads) == 1:
+        return [invocations(loaded, family, p) for p in payloads]
     answers: list[Answer | None] = [None] * len(payloads)
     frames: list[tuple[int, pd.DataFrame]] = []
     for i, payload in enumerate(payloads):
-        rows = _parse_rows(loaded, payload)
+        rows = _parse_rows(loaded, family, payload)
         if isinstance(rows, tuple):
             answers[i] = rows
         else:
@@ -215,13 +218,13 @@ def invocations_many(loaded: Loaded, payloads: list[dict], row_per_row: bool) ->
         union = pd.concat([f for _, f in frames], ignore_index=True)
         try:
             predictions = loaded.pyfunc.predict(union)
-        except _scoring_errors():
-            predictions = None  # some request's rows: let each answer alone
+        except Exception:  # whatever it was, each request is scored alone below and answers for itself
+            predictions = None
         if predictions is not None and len(predictions) != len(union):
             predictions = None
     if predictions is None:
         for i, rows in frames:
-            answers[i] = _score(loaded, rows)
+            answers[i] = _score(loaded, family, rows)
         return answers
     start = 0
     for i, rows in frames:
@@ -231,9 +234,12 @@ def invocations_many(loaded: Loaded, payloads: list[dict], row_per_row: bool) ->
     return answers
 
 
-def _parse_rows(loaded: Loaded, payload: dict) -> pd.DataFrame | Answer:
-    """The request's rows as `mlflow models serve` parses them, or the 4xx saying what is wrong."""
+def _parse_rows(loaded: Loaded, family: str, payload: dict) -> pd.DataFrame | Answer:
+    """The request's rows as `mlflow models serve` parses them, checked by the family's rules
+    (serving.rows), or the 4xx saying what is wrong."""
     from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    from serving.rows import RowProblem, check_rows
 
     keys = {"dataframe_split", "dataframe_records", "instances", "inputs"} & set(payload)
     if len(keys) != 1:
@@ -246,14 +252,22 @@ def _parse_rows(loaded: Loaded, payload: dict) -> pd.DataFrame | Answer:
         return _cannot_score(exc)
     if len(data) > 10_000:
         return _problem(413, "at most 10,000 rows per request")
-    return data
+    if data.empty:
+        return _problem(422, "no rows to score")
+    try:
+        return check_rows(family, loaded.predictor, data)
+    except RowProblem as problem:
+        return _problem(problem.status, problem.detail)
 
 
-def _score(loaded: Loaded, rows: pd.DataFrame) -> Answer:
+def _score(loaded: Loaded, family: str, rows: pd.DataFrame) -> Answer:
     try:
         return _render(loaded, loaded.pyfunc.predict(rows))
     except _scoring_errors() as exc:
         return _cannot_score(exc)
+    except Exception:  # checked rows the model still cannot score: a bug, this request's alone
+        logger.exception("quanyu-%s could not score %d checked rows", family, len(rows))
+        return _problem(500, f"internal error in quanyu-{family}; the replica's log has the traceback")
 
 
 def _render(loaded: Loaded, predictions) -> Answer:

@@ -222,18 +222,24 @@ def test_invocations_of_a_row_per_row_model_are_scored_together_and_answered_apa
     loaded, calls = model.current, []
     real_predict = loaded.pyfunc.predict
     loaded.pyfunc.predict = lambda rows: calls.append(len(rows)) or real_predict(rows)  # counts, then scores
-    alone = [handlers.invocations(loaded, b) for b in bodies]
+    alone = [handlers.invocations(loaded, "demand", b) for b in bodies]
     calls.clear()
-    together = handlers.invocations_many(loaded, bodies[:8], row_per_row=True)
+    together = handlers.invocations_many(loaded, "demand", bodies[:8])
     assert together == alone[:8] and [s for s, _ in together] == [200] * 8
     assert calls == [sum(len(b["dataframe_records"]) for b in bodies[:8])]  # one predict for all eight
     calls.clear()
     # a request with other columns, and bad ones: each answered alone, as it would be alone
-    assert handlers.invocations_many(loaded, bodies, row_per_row=True) == alone
+    assert handlers.invocations_many(loaded, "demand", bodies) == alone
     assert [s for s, _ in alone[8:]] == [200, 422, 422]
-    # matching's answer is k rows per member: never cut apart, always one request at a time
+    # a row whose store is null or unknown, among valid ones of the same columns: its own 4xx, checked
+    # before the model (the union predict once raised IndexError on it and the batch answered 500)
+    row = bodies[0]["dataframe_records"][0]
+    hostile = [{"dataframe_records": [{**row, "store_id": None}]}, {"dataframe_records": [{**row, "store_id": "NOPE"}]}]
     calls.clear()
-    assert handlers.invocations_many(loaded, bodies[:3], row_per_row=False) == alone[:3] and len(calls) == 3
+    mixed = handlers.invocations_many(loaded, "demand", [bodies[0], *hostile, bodies[1]])
+    assert mixed[0] == alone[0] and mixed[3] == alone[1] and calls == [sum(len(b["dataframe_records"]) for b in bodies[:2])]
+    assert mixed[1][0] == 422 and "store_id must be a non-empty id" in mixed[1][1]["detail"]
+    assert mixed[2] == (404, {"detail": "unknown store_id(s): 'NOPE'"})
 
 
 def test_concurrent_invocations_through_serve_get_their_own_answers(server):

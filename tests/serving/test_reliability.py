@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import requests
 from mlflow import MlflowClient
@@ -141,6 +142,75 @@ def test_hostile_input_gets_a_4xx_on_every_endpoint_and_touches_no_file(server):
     assert not list(Path("/tmp").glob(f"quanyu-probe-{probe}*")) and not list(Path.cwd().glob(f"*{probe}*"))
     assert requests.get(f"{base}/healthz", timeout=10).status_code == 200  # and it still answers
     print(f"hostile input: {sent} requests, all 4xx, 0 5xx")
+
+
+def _invocation_rows(uri: str) -> tuple[dict, dict, list[tuple[str, dict, int]]]:
+    """A valid demand row, a valid location row, and hostile rows with the status each must get."""
+    mlflow.set_tracking_uri(uri)
+    forecaster = mlflow.pyfunc.load_model("models:/quanyu-demand@champion").unwrap_python_model().forecaster
+    recommender = mlflow.pyfunc.load_model("models:/quanyu-location@champion").unwrap_python_model().recommender
+    series = forecaster.panel_.series
+    day = str(forecaster.origin_ + pd.Timedelta(days=2))
+    demand = {"store_id": series["store_id"].iat[0], "sku_id": series["sku_id"].iat[0], "dt": day}
+    location = {"site_id": str(recommender.sites["site_id"].iat[0])}
+    priced = {**demand, "list_price": 99.0, "offer_discount_pct": 0.1}
+    nan, inf = float("nan"), float("inf")
+    hostile = [("/v1/demand/invocations", {**demand, "store_id": None}, 422),
+               ("/v1/demand/invocations", {**demand, "sku_id": nan}, 422),
+               ("/v1/demand/invocations", {**demand, "store_id": "NOPE"}, 404),
+               ("/v1/demand/invocations", {**demand, "dt": "2099-01-01"}, 422),
+               ("/v1/demand/invocations", {**demand, "dt": "not a day"}, 422),
+               ("/v1/demand/invocations", {**priced, "list_price": nan}, 422),
+               ("/v1/demand/invocations", {**priced, "list_price": inf}, 422),
+               ("/v1/demand/invocations", {**priced, "list_price": 1e308}, 422),
+               ("/v1/demand/invocations", {**priced, "offer_discount_pct": -inf}, 422),
+               ("/v1/demand/invocations", {**demand, "list_price": 10.0}, 422),
+               ("/v1/location/invocations", {"site_id": None}, 422),
+               ("/v1/location/invocations", {"site_id": "nowhere"}, 404),
+               ("/v1/location/invocations", {**location, "store_age_days": nan}, 422),
+               ("/v1/matching/invocations", {"member_id": None}, 422),
+               ("/v1/matching/invocations", {"member_id": "M1", "k": 10**9}, 422),
+               ("/v1/matching/invocations", {"member_id": "M1", "channel": "moon"}, 422)]
+    return demand, location, hostile
+
+
+def test_hostile_invocation_rows_fail_only_their_own_request_in_shared_batches(server):
+    """Two hostile clients among fourteen valid ones on the batched /invocations endpoints: every
+    hostile row gets its own 4xx (never a 5xx), every valid request its 200 and its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, uri, _ = server
+    demand, location, hostile = _invocation_rows(uri)
+    for path, row, status in hostile:  # alone first: the status each must keep in a batch
+        got = post(base, path, {"dataframe_records": [row]})
+        assert got.status_code == status, (row, got.status_code, got.text[:300])
+        assert got.json()["detail"]
+    valid = [("/v1/demand/invocations", {"dataframe_records": [demand]}),
+             ("/v1/location/invocations", {"dataframe_records": [location]})]
+    expected = {path: post(base, path, body).json() for path, body in valid}
+    rounds, answers = 25, []
+
+    def client(i: int) -> list[tuple[str, int, int, dict]]:
+        out = []
+        for r in range(rounds):
+            if i < 2:  # the hostile ones
+                path, row, status = hostile[(i + r) % len(hostile)]
+                got = post(base, path, {"dataframe_records": [row]})
+                out.append(("hostile", status, got.status_code, {}))
+            else:
+                path, body = valid[(i + r) % 2]
+                got = post(base, path, body)
+                out.append((path, 200, got.status_code, got.json() if got.status_code == 200 else {"text": got.text}))
+        return out
+
+    with ThreadPoolExecutor(16) as pool:
+        for result in pool.map(client, range(16)):
+            answers += result
+    bad = [a for a in answers if a[2] != a[1]]
+    assert not bad, bad[:5]
+    assert all(body == expected[path] for path, _, _, body in answers if path != "hostile")
+    assert not [a for a in answers if a[2] >= 500]
+    print(f"mixed invocations: {len(answers)} requests ({2 * rounds} hostile), 0 5xx, 0 failed valid")
 
 
 def test_schemathesis_finds_no_5xx_and_no_response_outside_its_schema(server):
