@@ -32,9 +32,14 @@ from pathlib import Path
 
 import requests
 
-from jobs.runtime import Runtime, ensure_ray
+from jobs.runtime import Runtime, ensure_ray, ray_temp_dir
 
-READY_TIMEOUT_S = 300
+READY_TIMEOUT_S = 300  # QUANYU_SERVE_READY_TIMEOUT_S overrides it
+
+
+def ready_timeout() -> float:
+    """How long `quanyu serve` waits for every family with the alias to serve it."""
+    return float(os.environ.get("QUANYU_SERVE_READY_TIMEOUT_S", READY_TIMEOUT_S))
 
 
 def _key_file(path: Path) -> str:
@@ -90,9 +95,11 @@ def families_ready(url: str, key: str, expected: set[str] | None = None) -> tupl
     return all(f["version"] for f in families if expected is None or f["family"] in expected), families
 
 
-def wait_ready(url: str, key: str, timeout: float = READY_TIMEOUT_S, say=print,
+def wait_ready(url: str, key: str, timeout: float | None = None, say=print,
                expected: set[str] | None = None) -> list[dict]:
-    """Wait until every expected family serves a version. Raises TimeoutError naming the ones that do not."""
+    """Wait until every expected family serves a version (up to `timeout`, default
+    ready_timeout()). Raises TimeoutError naming the ones that do not."""
+    timeout = ready_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     families: list[dict] = []
     while time.monotonic() < deadline:
@@ -266,7 +273,8 @@ def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: flo
     state.write_text(json.dumps(info))
     key = user or os.environ["QUANYU_API_KEYS"].split(",")[0].strip()
     expected = with_alias(runtime.tracking_uri, alias)
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    families: list[dict] = []
+    deadline = time.monotonic() + ready_timeout()
     while time.monotonic() < deadline:
         if process.poll() is not None:
             state.unlink(missing_ok=True)
@@ -275,7 +283,17 @@ def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: flo
         if ok:
             return {**info, "families": families, "key": user}
         time.sleep(1.0)
-    raise TimeoutError(f"the server did not answer for every family within {READY_TIMEOUT_S} s; see {info['log']}")
+    # give up: say why where the operator looks, and stop what was started (it holds the port)
+    missing = [f"{f['family']} ({f['last_error'] or 'still loading'})" for f in families if not f["version"]]
+    reason = (f"not every family with a {alias} served it within {ready_timeout():.0f} s: "
+              + (", ".join(missing) if missing else f"{url}/v1/models never answered"))
+    logs = f"{ray_temp_dir(runtime.home) or '/tmp/ray'}/session_latest/logs/serve/"
+    log.write(f"quanyu serve --detach gave up: {reason}; stopping the server. Tracebacks of the model "
+              f"replicas are in {logs}\n".encode())
+    log.flush()
+    stop(runtime)
+    raise TimeoutError(f"{reason}. The server was stopped; {info['log']} and the replica logs in {logs} have "
+                       "the details")
 
 
 def stop(runtime: Runtime, timeout: float = 60.0) -> str:

@@ -43,14 +43,18 @@ def key_digest(key: str) -> str:
 
 FORECAST_BATCH = 16  # forecast requests one demand replica answers together at most
 INVOCATIONS_BATCH = 16  # /invocations requests one replica scores together at most
+HEALTH_GRACE_S = 30.0  # a replica without its champion passes health checks this long after its start
+STATUS_TIMEOUT_S = 5.0  # /v1/models waits this long for a family's replicas
+RETRY_ELSEWHERE = "retry_elsewhere"  # in a family's 503: this replica lacks a champion another one holds
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32, health_check_period_s=2)
 class Family:
     """One model family's served version, following its alias."""
 
     def __init__(self, family: str, tracking_uri: str, alias: str = "champion", poll_seconds: float = 10.0) -> None:
         self.family = family
+        self.started = time.monotonic()
         self.model = FamilyModel(family, tracking_uri, alias)
         self.model.check()
         if self.model.current is None and self.model.store_down:
@@ -60,8 +64,21 @@ class Family:
         self.poller = Poller(self.model, poll_seconds).start()
 
     def _unavailable(self) -> tuple[int, dict]:
-        return 503, {"detail": f"quanyu-{self.family} has no loaded version yet "
-                               f"({self.model.last_error or 'still loading'}); retry shortly"}
+        body = {"detail": f"quanyu-{self.family} has no loaded version yet "
+                          f"({self.model.last_error or 'still loading'}); retry shortly"}
+        if self.model.champion is not None:  # another replica may hold the champion: the ingress asks it
+            body[RETRY_ELSEWHERE] = True
+        return 503, body
+
+    def check_health(self) -> None:
+        """Serve's health check: a replica without the family's champion (its load failed) is
+        unhealthy once it is HEALTH_GRACE_S old, so Serve replaces it and stops routing to it
+        (meanwhile its 503s are retried on other replicas by the ingress). The grace lets an
+        application whose champion no replica can load still deploy: its other families serve,
+        and /v1/models says what is wrong with this one."""
+        if not self.model.ready and time.monotonic() - self.started > HEALTH_GRACE_S:
+            raise RuntimeError(f"quanyu-{self.family} holds no version of its champion v{self.model.champion}: "
+                               f"{self.model.last_error}")
 
     def call(self, operation: str, request: dict) -> tuple[int, dict]:
         loaded = self.model.current  # one read: a swap during this request does not affect it
@@ -209,18 +226,27 @@ async def _limits(request: Request, call_next):
 # loaded model, so the ingress sends it again (to another replica when there is one).
 _RETRYABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
 RETRIES = 3
+ELSEWHERE_RETRIES = 8  # a 503 from a replica that lacks the champion is asked again (another replica, likely)
 
 
 async def _ask(handle: DeploymentHandle, method: str, *args: Any) -> Any:
     for attempt in range(RETRIES + 1):
         try:
-            return await getattr(handle, method).remote(*args)
+            answer = await getattr(handle, method).remote(*args)
         except _RETRYABLE:
             if attempt == RETRIES:
                 raise
             logger.warning("a %s replica was lost during %s; retrying (%d/%d)", handle.deployment_name, method,
                            attempt + 1, RETRIES)
             await asyncio.sleep(0.05 * 2 ** attempt)
+            continue
+        # a replica that restarted without the champion (until its health check fails): ask another
+        if isinstance(answer, tuple) and answer[0] == 503 and answer[1].pop(RETRY_ELSEWHERE, False):
+            for _ in range(ELSEWHERE_RETRIES):
+                again = await getattr(handle, method).remote(*args)
+                if not (isinstance(again, tuple) and again[0] == 503 and again[1].pop(RETRY_ELSEWHERE, False)):
+                    return again
+        return answer
 
 
 def _answer(result: tuple[int, dict]) -> JSONResponse:
@@ -232,8 +258,9 @@ def _answer(result: tuple[int, dict]) -> JSONResponse:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, demand: DeploymentHandle, matching: DeploymentHandle, location: DeploymentHandle,
-                 key_digests: list[str], admin_digests: list[str]) -> None:
+                 key_digests: list[str], admin_digests: list[str], alias: str = "champion") -> None:
         self.families = {"demand": demand, "matching": matching, "location": location}
+        self.alias = alias
         # through the module, not this function's globals: Serve ships this class by value, and
         # the key checks (module functions) read the module's settings
         import serving.app as module
@@ -247,8 +274,18 @@ class Ingress:
 
     @api.get("/v1/models", response_model=schemas.ModelsResponse, dependencies=[Depends(require_key)])
     async def models(self) -> dict:
-        statuses = [await _ask(self.families[f], "status") for f in FAMILIES]
-        return {"families": statuses}
+        return {"families": list(await asyncio.gather(*(self._status(f) for f in FAMILIES)))}
+
+    async def _status(self, family: str) -> dict:
+        """A family's status, or, when none of its replicas answers in time (every one failing
+        its health check and being replaced, say), a status that says so."""
+        try:
+            return await asyncio.wait_for(_ask(self.families[family], "status"), STATUS_TIMEOUT_S)
+        except Exception as exc:  # timed out, or every retry met a dying replica
+            return {"family": family, "alias": self.alias, "version": None, "loaded_at": None, "metrics": {},
+                    "last_check": None, "last_error": f"no replica of quanyu-{family} answered within "
+                    f"{STATUS_TIMEOUT_S:.0f} s ({type(exc).__name__}); Serve is replacing replicas that cannot "
+                    "load the champion: see the replica logs"}
 
     @api.post("/v1/demand/forecast", response_model=schemas.ForecastResponse, dependencies=[Depends(require_key)],
               responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
@@ -328,7 +365,7 @@ def build(args: dict) -> serve.Application:
     family = {f: Family.options(name=f"Family-{f}", **options.get(f"Family-{f}", {})).bind(f, tracking_uri, alias, poll)
               for f in FAMILIES}
     return Ingress.options(**options.get("Ingress", {})).bind(family["demand"], family["matching"], family["location"],
-                                                               keys, admin)
+                                                               keys, admin, alias)
 
 
 DEPLOYMENT_OPTIONS = ("num_replicas", "max_ongoing_requests", "autoscaling_config", "ray_actor_options",

@@ -76,6 +76,7 @@ class FamilyModel:
         self.tracking_uri = tracking_uri
         self.alias = alias
         self.current: Loaded | None = None
+        self.champion: str | None = None  # the version the alias named at the last read of the registry
         self.last_error: str | None = None
         self.last_check: str | None = None
         self.store_down = False  # the last check could not read the registry (not: the alias is missing)
@@ -125,8 +126,11 @@ class FamilyModel:
                 self.last_error = f"cannot read {self.name}@{self.alias}: {_first_line(exc)}"
                 return False
             self.store_down = False
+            self.champion = version
             if self.current is not None and self.current.version == version:
-                self.last_error = None  # the store is back, or the alias is back on the served version
+                # the store is back, or the alias is back on the served version; its artifacts must
+                # still be readable, or a replica that restarts could not load what this one serves
+                self.last_error = self._unreadable(version)
                 return False
             try:
                 loaded = self._load(version)
@@ -136,6 +140,32 @@ class FamilyModel:
             self.current = loaded  # the swap: one reference assignment
             self.last_error = None
             return True
+
+    def _unreadable(self, version: str) -> str | None:
+        """None when the version's model files can still be read from the artifact store, else
+        what a restarted replica would meet. Reads the small MLmodel file only."""
+        if self._loader is not None:  # a test's own loader: no artifact store behind it
+            return None
+        import tempfile
+
+        import mlflow
+
+        try:
+            source = self._client().get_model_version_download_uri(self.name, version)
+            with tempfile.TemporaryDirectory() as scratch:
+                mlflow.artifacts.download_artifacts(artifact_uri=f"{source.rstrip('/')}/MLmodel", dst_path=scratch,
+                                                    tracking_uri=self.tracking_uri)
+        except Exception as exc:
+            return (f"version {version}'s artifacts cannot be read ({_first_line(exc)}); this replica serves it "
+                    "from memory, a restarted one could not load it: restore the artifacts or promote another version")
+        return None
+
+    @property
+    def ready(self) -> bool:
+        """False when the family has a champion this replica does not hold (its load failed):
+        Serve's health check then replaces the replica and routes around it. A family that has
+        never had a champion is ready: every replica answers 503 alike until one is promoted."""
+        return self.current is not None or self.champion is None
 
     def status(self) -> dict:
         c = self.current

@@ -459,3 +459,35 @@ def test_per_endpoint_latency_and_status_counts_are_exported(server):
     latency = {k: v for k, v in seen.items() if k[0] == "ray_quanyu_request_latency_ms_bucket"
                and k[1] == "/v1/demand/forecast"}
     assert latency and latency[max(latency, key=lambda k: float(k[2]) if k[2] != "+Inf" else 1e99)] >= 3, latency
+
+
+@pytest.mark.heavy
+def test_serve_detach_that_gives_up_stops_its_server_and_says_why(tmp_path):
+    """A champion whose files are gone: its replicas never hold it (and fail Serve's health check).
+    `quanyu serve --detach` gives up after QUANYU_SERVE_READY_TIMEOUT_S, writes why to serve.log,
+    stops the server it started (the port is free again) and exits 1 naming the family."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path / "home"
+    home.mkdir()
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    client.create_registered_model("quanyu-location")
+    version = client.create_model_version("quanyu-location", str(tmp_path / "gone"), run_id=None).version
+    client.set_registered_model_alias("quanyu-location", "champion", version)
+    env = {k: v for k, v in os.environ.items() if k not in ("QUANYU_API_KEYS", "QUANYU_ADMIN_KEYS", "RAY_ADDRESS",
+                                                             "MLFLOW_TRACKING_URI")}
+    env.update(QUANYU_HOME=str(home), QUANYU_SERVE_READY_TIMEOUT_S="45")
+    quanyu = str(Path(sys.executable).parent / "quanyu")
+    port = str(_free_port())
+    done = subprocess.run([quanyu, "serve", "--detach", "--port", port, "--poll-seconds", "2"], env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "location (" in done.stderr and "The server was stopped" in done.stderr and "Traceback" not in done.stderr
+    log = (home / "serve.log").read_text()
+    assert "quanyu serve --detach gave up" in log and "location (" in log and "logs/serve/" in log
+    assert not (home / "serve.json").exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
