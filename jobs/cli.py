@@ -203,6 +203,8 @@ def _train(ctx: click.Context, family: str, lake: str | None, config_path: str |
     for key in spec.headline:
         if key in result.metrics:
             click.echo(f"  {key:<{width}} {result.metrics[key]:.4f}")
+    click.echo(f"next: quanyu models promote {family} {result.version}   (make it the champion that serving and "
+               f"predict use; or pass --alias candidate to try it first)")
 
 
 def _train_command(family: str, summary: str):
@@ -607,7 +609,8 @@ def predict_demand(ctx, lake, alias) -> None:
         result = job.main(runtime.lake, runtime.tracking_uri, alias=alias)
     except MlflowException as exc:
         raise click.ClickException(f"no quanyu-demand version with alias {alias!r} in {runtime.tracking_uri} "
-                                   f"({exc.message.splitlines()[0][:120]}); train one with quanyu train demand") from None
+                                   f"({exc.message.splitlines()[0][:120]}); train one with quanyu train demand, then "
+                                   "quanyu models promote demand <version> (or pass --alias candidate)") from None
     click.echo(f"quanyu-demand v{result.version} (origin {result.origin}): {result.series:,} series, "
                f"{result.rows:,} rows → {result.path} in {result.seconds} s")
 

@@ -33,6 +33,7 @@ def trained(home, tiny_lake, monkeypatch, capsys):
         code, out = run(["train", "location", "--lake", str(tiny_lake.root)], capsys)
         assert code == 0, out
         assert "registered quanyu-location version 1 (alias candidate)" in out and "spearman_oracle" in out
+        assert "next: quanyu models promote location 1" in out  # the first train → predict has a next step
         (home / "trained").write_text(out)
     mlflow.set_tracking_uri(uri)
     return uri
