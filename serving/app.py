@@ -90,7 +90,7 @@ class Family:
             return 422, {"detail": exc.errors(include_url=False, include_context=False)}
         except Exception:  # a bug, not the caller's fault: log it, say nothing internal
             logger.exception("quanyu-%s %s failed", self.family, operation)
-            return 500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"}
+            return 500, {"detail": handlers.internal_error(self.family)}
 
     @serve.batch(max_batch_size=FORECAST_BATCH, batch_wait_timeout_s=0.0)
     async def forecasts(self, requests: list[dict]) -> list[tuple[int, dict]]:
@@ -104,7 +104,7 @@ class Family:
             return handlers.forecasts(loaded, requests)
         except Exception:  # a bug, not the callers' fault: log it, say nothing internal
             logger.exception("quanyu-%s forecast batch of %d failed", self.family, len(requests))
-            return [(500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"})
+            return [(500, {"detail": handlers.internal_error(self.family)})
                     for _ in requests]
 
     @serve.batch(max_batch_size=INVOCATIONS_BATCH, batch_wait_timeout_s=0.0)
@@ -118,7 +118,7 @@ class Family:
             return handlers.invocations_many(loaded, self.family, payloads)
         except Exception:  # a bug, not the callers' fault: log it, say nothing internal
             logger.exception("quanyu-%s invocations batch of %d failed", self.family, len(payloads))
-            return [(500, {"detail": f"internal error in quanyu-{self.family}; the server log has the details"})
+            return [(500, {"detail": handlers.internal_error(self.family)})
                     for _ in payloads]
 
     def status(self) -> dict:

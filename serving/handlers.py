@@ -18,6 +18,12 @@ Answer = tuple[int, dict]
 logger = logging.getLogger("quanyu.serving")
 
 
+def internal_error(family: str) -> str:
+    """What a caller is told of a bug: nothing internal, and where the operator finds the traceback."""
+    return (f"internal error in quanyu-{family}; its traceback is in the replica's log (Ray's "
+            "session_latest/logs/serve/ folder, under QUANYU_HOME/ray for a local server)")
+
+
 def _problem(status: int, detail: str) -> Answer:
     return status, {"detail": detail}
 
@@ -267,7 +273,7 @@ def _score(loaded: Loaded, family: str, rows: pd.DataFrame) -> Answer:
         return _cannot_score(exc)
     except Exception:  # checked rows the model still cannot score: a bug, this request's alone
         logger.exception("quanyu-%s could not score %d checked rows", family, len(rows))
-        return _problem(500, f"internal error in quanyu-{family}; the replica's log has the traceback")
+        return _problem(500, internal_error(family))
 
 
 def _render(loaded: Loaded, predictions) -> Answer:
