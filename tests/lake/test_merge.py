@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -211,3 +212,20 @@ def test_a_full_disk_during_a_merge_changes_no_curated_table(lake_copy, ray_sess
         assert again.exit_code == 0 and again.merged == [changed]
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_every_curated_table_reads_with_hive_partitioning_as_documented(tiny_lake):
+    """docs/lake.md's recipes: pyarrow with the folder's dt typed as a date, and DuckDB with
+    hive_types; each sees every row of every daily curated table, dt as a date."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    by_day = ds.partitioning(pa.schema([("dt", pa.date32())]), flavor="hive")
+    for name in ("sales_lines", "demand_daily", "interactions", "store_daily"):
+        folder = tiny_lake.table_dir("curated", name)
+        rows = tiny_lake.count_rows("curated", name)
+        table = ds.dataset(folder, partitioning=by_day).to_table()
+        assert table.num_rows == rows > 0 and table.schema.field("dt").type == pa.date32()
+        got = duckdb.sql(f"select count(*), typeof(min(dt)) from read_parquet('{folder}/*/*.parquet', "
+                         "hive_partitioning = true, hive_types = {'dt': DATE})").fetchone()
+        assert got == (rows, "DATE"), name
