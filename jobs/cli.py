@@ -85,6 +85,58 @@ def data_generate(ctx, scale, lake, seed, start, days) -> None:
     click.echo("dimensions: " + ", ".join(f"{k} {v:,}" for k, v in result.dimensions.items()))
 
 
+@data.command("import")
+@click.argument("sales", type=click.Path(dir_okay=False))
+@lake_option
+@click.option("--column", "columns", multiple=True, metavar="FIELD=COLUMN",
+              help="Which column of the export holds a field (repeatable): product_id, timestamp, quantity, "
+                   "order_id, customer_id, price, shop, category, product_name.")
+@click.option("--mapping", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The same mapping as a YAML file (field: column); --column wins.")
+@click.option("--channel", type=click.Choice(["online", "offline"]), default="online", show_default=True,
+              help="Whether the export's shops are online shops or offline stores.")
+@click.option("--products", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Products export (its product id column, category, list_price, launch_date, …).")
+@click.option("--customers", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Customers export (its customer id column, city, age_band, join_date, …).")
+@click.option("--stores", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Stores export in the contract's columns (store_id, channel, platform, city, lat, lon, …).")
+@click.option("--unit-price", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="One price for lines that have none (then every series weighs by its units).")
+@click.option("--timezone", default=None, help="The brand's time zone, e.g. Europe/Berlin [default: Asia/Shanghai].")
+@click.option("--currency", default=None, help="ISO code of the prices, e.g. EUR [default: CNY].")
+@click.pass_context
+def data_import(ctx, sales, lake, columns, mapping, channel, products, customers, stores, unit_price, timezone,
+                currency) -> None:
+    """Turn a sales-lines export (CSV or Parquet) into a new lake's raw tables. Exit 1 with one
+    message per table × column × rule when the export cannot be imported as it is."""
+    from jobs import import_data
+
+    fields = import_data.read_mapping(Path(mapping)) if mapping else {}
+    for pair in columns:
+        name, sep, column = pair.partition("=")
+        if not sep or not name.strip() or not column.strip():
+            raise click.BadParameter(f"{pair!r}: write FIELD=COLUMN, e.g. product_id=StockCode", param_hint="--column")
+        fields[name.strip()] = column.strip()
+    config = import_data.ImportConfig(sales=Path(sales), mapping=fields, channel=channel,
+                                      products=Path(products) if products else None,
+                                      customers=Path(customers) if customers else None,
+                                      stores=Path(stores) if stores else None, unit_price=unit_price,
+                                      timezone=timezone, currency=currency)
+    runtime = _runtime(ctx, lake)
+    result = import_data.main(config, runtime.lake)
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    if result.problems:
+        click.echo(f"the export cannot be imported as it is: {len(result.problems)} problem(s)", err=True)
+        for problem in result.problems:
+            click.echo("  " + problem.line(), err=True)
+        ctx.exit(result.exit_code)
+    click.echo(f"imported into {result.lake}: " + ", ".join(f"{t} {n:,}" for t, n in result.rows.items())
+               + f"; {result.days} days, {result.first} … {result.last} ({result.seconds} s)")
+    click.echo(f"next: quanyu data validate --lake {result.lake}, then quanyu data merge --lake {result.lake}")
+
+
 @data.command("validate")
 @lake_option
 @click.option("--quarantine", is_flag=True, help="Move failing fact partitions to quarantine/ and pass the rest.")
@@ -100,14 +152,20 @@ def data_validate(ctx, lake, quarantine, dates, report) -> None:
     result = validate.main(validate.ValidateConfig(quarantine=quarantine, dates=_dates(dates)), runtime.lake)
     if report:
         Path(report).write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    from lake.requirements import readiness_lines
+    from lake.validate import grouped_lines
+
     checked = ", ".join(f"{t} {n:,}" for t, n in result.rows_checked.items())
     click.echo(f"checked rows: {checked or 'none'}")
+    for line in readiness_lines(result.families) if result.families else []:
+        click.echo(line)
     if result.violations:
-        click.echo(f"\n{len(result.violations)} problem(s):")
-        for v in result.violations[:200]:
-            click.echo(v.line())
-        if len(result.violations) > 200:
-            click.echo(f"… and {len(result.violations) - 200} more (see --report)")
+        lines = grouped_lines(result.violations)
+        click.echo(f"\n{len(result.violations)} problem(s), {len(lines)} distinct:")
+        for line in lines[:200]:
+            click.echo(line)
+        if len(lines) > 200:
+            click.echo(f"… and {len(lines) - 200} more (see --report)")
     for q in result.quarantined:
         click.echo(f"quarantined {q['table']} dt={q['partition']} ({q['rows']:,} rows) → {q['to']}")
     status = {0: "clean", 1: "REJECTED", 3: "passed after quarantine"}[result.exit_code]
@@ -135,6 +193,8 @@ def data_merge(ctx, lake, dates, rebuild) -> None:
         click.echo("resolution: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.resolution.items())))
     if result.identity_conflicts:
         click.echo(f"warning: {result.identity_conflicts} ambiguous channel id(s) linked to nobody")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}")
     for day, error in sorted(result.failed.items()):
         click.echo(error, err=True)
     ctx.exit(result.exit_code)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jobs.progress import as_completed
 from lake.contract import (
-    ASSORTMENT, FACT_TABLES, IDENTITIES, PRICES, PRODUCTS, PROMOTIONS, STORES, complete,
+    ASSORTMENT, DEFAULT_PLATFORM, FACT_TABLES, IDENTITIES, PRICES, PRODUCTS, PROMOTIONS, STORES, complete, empty,
 )
 from lake.merge import RANGING_WINDOW_DAYS, Dimensions, merge_day, store_performance
 from lake.oneid import identity_index
@@ -55,6 +55,7 @@ class DayStats:
     curated_units_net: int = 0
     demand_rows: int = 0
     resolution: dict[str, int] = field(default_factory=dict)
+    linked: dict[str, list[int]] = field(default_factory=dict)  # source (platform or pos) → [lines, linked to a member]
     error: str | None = None
 
 
@@ -73,6 +74,16 @@ class MergeResult:
     identity_conflicts: int = 0
     stores_with_performance: int = 0
     seconds: float = 0.0
+    linked: dict[str, list[int]] = field(default_factory=dict)  # source → [lines, linked to a member]
+
+    @property
+    def warnings(self) -> list[str]:
+        """Sales sources none of whose lines were linked to a member: a data bank that does not
+        reach that channel (its identities' channel differs from the shop's platform, say)."""
+        return [f"none of the {n:,} {s} lines merged was linked to a member: raw/identities has no "
+                f"channel '{s}' ids of these buyers{' (online shops link through their platform)' if s != 'pos' else ''}; "
+                "the matching family learns from linked lines only"
+                for s, (n, k) in sorted(self.linked.items()) if n and not k]
 
     @property
     def exit_code(self) -> int:
@@ -81,19 +92,21 @@ class MergeResult:
 
 def load_dimensions(lake: Lake) -> Dimensions:
     """The typed dimension tables. Raises LakeError naming what is missing or malformed."""
-    def read(spec, required: bool = True) -> pa.Table | None:
+    def read(spec, required: bool = True, absent: pa.Table | None = None) -> pa.Table | None:
         if not lake.files("raw", spec.name):
             if required:
                 raise LakeError(f"raw/{spec.name} is missing; generate or load it, then run quanyu data validate")
-            return None
+            return absent
         try:
             return complete(lake.read("raw", spec.name), spec)
         except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise LakeError(f"raw/{spec.name} does not match the contract ({exc}); run quanyu data validate") from None
 
-    return Dimensions(stores=read(STORES), products=read(PRODUCTS), promotions=read(PROMOTIONS),
+    # a brand without promotions or a data bank has none: empty tables, every line a guest's
+    return Dimensions(stores=read(STORES), products=read(PRODUCTS),
+                      promotions=read(PROMOTIONS, required=False, absent=empty(PROMOTIONS)),
                       prices=read(PRICES, required=False), assortment=read(ASSORTMENT, required=False),
-                      identities=identity_index(read(IDENTITIES)))
+                      identities=identity_index(read(IDENTITIES, required=False, absent=empty(IDENTITIES))))
 
 
 def day_fingerprint(lake: Lake, day: dt.date) -> list:
@@ -181,6 +194,13 @@ def _merge_one(lake: Lake, day: dt.date, dims: Dimensions, recent_pairs: pa.Tabl
     stats.demand_rows = curated.demand_daily.num_rows
     counts = pc.value_counts(curated.sales_lines["resolution"]).to_pylist()
     stats.resolution = {c["values"]: int(c["counts"]) for c in counts}
+    lines = curated.sales_lines
+    source = pc.if_else(pc.equal(lines["channel"], "online"), pc.fill_null(lines["platform"], DEFAULT_PLATFORM), "pos")
+    by_source = pa.table({"source": source, "linked": pc.is_valid(lines["member_id"]).cast(pa.int64())}) \
+        .group_by("source").aggregate([("linked", "count"), ("linked", "sum")])
+    stats.linked = {s: [int(n), int(k)] for s, n, k in zip(by_source["source"].to_pylist(),
+                                                        by_source["linked_count"].to_pylist(),
+                                                        by_source["linked_sum"].to_pylist())}
     return stats
 
 
@@ -246,6 +266,10 @@ def main(config: MergeConfig, lake: Lake) -> MergeResult:
         result.demand_rows += stats.demand_rows
         for k, v in stats.resolution.items():
             result.resolution[k] = result.resolution.get(k, 0) + v
+        for k, (n, linked) in stats.linked.items():
+            total = result.linked.setdefault(k, [0, 0])
+            total[0] += n
+            total[1] += linked
     result.merged.sort()
 
     if not config.dates:  # a full pass also retires curated days whose raw days are gone

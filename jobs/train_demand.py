@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from jobs.tracking import TrainResult, family_run, log_inputs, register
-from lake.contract import RAW_TABLES, complete
+from lake.contract import RAW_TABLES, complete, empty
 from lake.store import Lake, LakeError
 from models.demand.config import DemandConfig
 from models.demand.evaluate import Evaluation, evaluate
@@ -43,13 +43,17 @@ def read_demand_data(lake: Lake, with_truth: bool = True,
     # copied again by every filter); as codes, 4
     demand = lake.read_all("curated", "demand_daily", columns=DEMAND_COLUMNS).to_pandas(strings_to_categorical=True)
 
-    def read(table: str) -> pd.DataFrame | None:
+    def read(table: str, absent=None) -> pd.DataFrame | None:
         # complete(): every optional column of the contract is present (as nulls if the brand
         # does not provide it), so the family never trips over a missing optional column
-        return complete(lake.read("raw", table), RAW_TABLES[table]).to_pandas() if lake.files("raw", table) else None
+        if not lake.files("raw", table):
+            return absent
+        return complete(lake.read("raw", table), RAW_TABLES[table]).to_pandas()
 
-    data = DemandData(demand=demand, products=read("products"), stores=read("stores"), calendar=read("calendar"),
-                      promotions=read("promotions"), prices=read("prices"))
+    # a brand without a calendar or promotions has no events and no promotions: empty tables
+    data = DemandData(demand=demand, products=read("products"), stores=read("stores"),
+                      calendar=read("calendar", empty(RAW_TABLES["calendar"]).to_pandas()),
+                      promotions=read("promotions", empty(RAW_TABLES["promotions"]).to_pandas()), prices=read("prices"))
     truth = None
     days = lake.partitions("truth", "expected_demand") if with_truth else []
     if truth_days:

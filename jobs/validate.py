@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jobs.progress import as_completed
 from lake.contract import DIMENSION_TABLES, FACT_TABLES, RAW_TABLES
+from lake.requirements import readiness
 from lake.store import Lake
 from lake.validate import Violation, check_table, future_partition, key_hashes
 
@@ -62,6 +63,7 @@ class ValidateResult:
     quarantined: list[dict] = field(default_factory=list)
     rejected: bool = False
     seconds: float = 0.0
+    families: dict[str, list[str]] = field(default_factory=dict)  # family → what the lake lacks to train it
 
     @property
     def exit_code(self) -> int:
@@ -72,7 +74,8 @@ class ValidateResult:
     def to_dict(self) -> dict:
         return {"lake": self.lake, "run_id": self.run_id, "exit_code": self.exit_code,
                 "rows_checked": self.rows_checked, "partitions_checked": self.partitions_checked,
-                "quarantined": self.quarantined, "violations": [v.to_dict() for v in self.violations]}
+                "quarantined": self.quarantined, "families": self.families,
+                "violations": [v.to_dict() for v in self.violations]}
 
 
 def _read_file(path: Path, table: str, lake: Lake) -> tuple[pa.Table | None, Violation | None]:
@@ -94,8 +97,8 @@ def _check_dimensions(lake: Lake) -> tuple[list[Violation], dict[str, set[str]],
         if not files:
             if spec.required_table:
                 violations.append(Violation(name, "missing_table", 0,
-                                            f"required table {name} has no Parquet files under raw/{name}/; "
-                                            "write it (see docs/lake.md)"))
+                                            f"required table {name} has no Parquet files under raw/{name}/; every "
+                                            "family reads it: write it (see docs/lake.md)"))
             continue
         parts = []
         for path in files:
@@ -124,13 +127,15 @@ def _check_dimensions(lake: Lake) -> tuple[list[Violation], dict[str, set[str]],
         rows[name] = data.num_rows
         where = str(lake.table_dir("raw", name).relative_to(lake.root))
         for v in check_table(data, RAW_TABLES[name], references=references):
+            if v.rule == "empty" and not RAW_TABLES[name].required_table:
+                continue  # an optional table with no rows: the brand has none of these
             v.file = v.file or where
             violations.append(v)
     return violations, references, store_channels, rows
 
 
 def _check_partition(lake: Lake, table: str, day: dt.date, references: dict[str, set[str]],
-                     store_channels: dict[str, str]) -> PartitionCheck:
+                     store_channels: dict[str, str], timezone: str | None = None) -> PartitionCheck:
     spec = RAW_TABLES[table]
     violations: list[Violation] = []
     hashes: list[np.ndarray] = []
@@ -144,7 +149,8 @@ def _check_partition(lake: Lake, table: str, day: dt.date, references: dict[str,
             violations.append(problem)
             continue
         rows += data.num_rows
-        found = check_table(data, spec, partition=day, references=references, store_channels=store_channels)
+        found = check_table(data, spec, partition=day, references=references, store_channels=store_channels,
+                            timezone=timezone)
         for v in found:
             v.file, v.partition = rel, day.isoformat()
         violations += [v for v in found if v.rule != "empty"]
@@ -208,9 +214,12 @@ def main(config: ValidateConfig, lake: Lake) -> ValidateResult:
     dim_violations, references, store_channels, dim_rows = _check_dimensions(lake)
     result.violations += dim_violations
     result.rows_checked.update(dim_rows)
+    result.families = readiness({t for t, n in dim_rows.items() if n} | {t for t in FACT_TABLES
+                                                                           if lake.partitions("raw", t)})
 
     try:
-        latest = lake.settings().latest_allowed_day(config.today)
+        settings = lake.settings()
+        latest = settings.latest_allowed_day(config.today)
     except ValueError as exc:  # settings.yaml itself is wrong: nothing can be judged against it
         result.violations.append(Violation("settings", "settings", 0, str(exc), file="settings.yaml"))
         result.rejected = True
@@ -230,7 +239,7 @@ def main(config: ValidateConfig, lake: Lake) -> ValidateResult:
         if wanted is not None:
             days = [d for d in days if d in wanted]
         future += [v for v in (future_partition(table, d, latest) for d in days) if v is not None]
-        refs += [task.remote(lake, table, day, refs_ref, channels_ref) for day in days]
+        refs += [task.remote(lake, table, day, refs_ref, channels_ref, settings.timezone) for day in days]
     for v in future:
         v.file = str(lake.partition_dir("raw", v.table, dt.date.fromisoformat(v.partition)).relative_to(lake.root))
     result.violations += future

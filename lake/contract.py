@@ -18,7 +18,10 @@ LOCAL_TZ = "Asia/Shanghai"
 TIMESTAMP = pa.timestamp("us", tz=LOCAL_TZ)
 
 ONLINE_PLATFORMS = ("tmall", "jd", "douyin", "miniprogram")
-IDENTITY_CHANNELS = (*ONLINE_PLATFORMS, "pos", "phone")
+"""The platforms the generator's brand sells on. Platforms and identity channels are an open
+vocabulary: any name works (shopify, amazon, the brand's own site), and `other` is the default."""
+DEFAULT_PLATFORM = "other"
+IDENTITY_CHANNELS = (*ONLINE_PLATFORMS, "pos", "phone", DEFAULT_PLATFORM)
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,8 @@ STORES = Table(
         _c("store_id", STR, True, "Id of an offline store or an online shop."),
         _c("channel", STR, True, "offline for a physical store, online for a shop on a platform.",
            ("offline", "online")),
-        _c("platform", STR, False, "For online shops: the platform (tmall, jd, douyin, miniprogram, other).",
-           (*ONLINE_PLATFORMS, "other")),
+        _c("platform", STR, False, "For online shops: the platform, any name (tmall, jd, douyin, miniprogram, "
+           "shopify, …); empty means other. Buyers link to members through identities of the same channel."),
         _c("store_name", STR, False, "Display name."),
         _c("format", STR, False, "Offline format.", ("flagship", "mall", "street", "outlet")),
         _c("city", STR, True, "City of an offline store; empty for online shops.", nullable=True),
@@ -125,19 +128,23 @@ MEMBERS = Table(
         _c("price_sensitivity", STR, False, "CRM label of price sensitivity.", ("low", "mid", "high")),
     ),
     key=("member_id",),
-    doc="The brand's member base (first-party CRM).",
+    doc="The brand's member base (first-party CRM). Needed by the matching family.",
+    required_table=False,
 )
 
 IDENTITIES = Table(
     "identities",
     (
-        _c("channel", STR, True, "Where the id comes from.", IDENTITY_CHANNELS),
+        _c("channel", STR, True, "Where the id comes from: an online shop's platform (any name; other for "
+           "shops without one), pos for loyalty cards, phone for phone hashes."),
         _c("channel_user_id", STR, True, "The id in that channel: platform account, POS loyalty card or phone hash."),
         _c("member_id", STR, True, "The member the id belongs to."),
         _c("linked_at", TIMESTAMP, False, "When the link was made."),
     ),
     key=("channel", "channel_user_id"),
-    doc="The data bank: channel user ids linked to a member OneID. One id maps to one member.",
+    doc=("The data bank: channel user ids linked to a member OneID. One id maps to one member. Without it "
+         "every line is a guest's (the matching family needs it)."),
+    required_table=False,
     foreign_keys={"member_id": ("members", "member_id")},
 )
 
@@ -206,7 +213,8 @@ PROMOTIONS = Table(
         _c("event", STR, False, "Retail event it belongs to (calendar.event)."),
     ),
     key=("promo_id",),
-    doc="Price promotions by period, channel and scope.",
+    doc="Price promotions by period, channel and scope. Without it, no line had a promotion.",
+    required_table=False,
 )
 
 PRICES = Table(
@@ -232,7 +240,9 @@ CALENDAR = Table(
            ("presale", "peak", "post", "closure", "holiday")),
     ),
     key=("date", "event"),
-    doc="Retail events and holidays: one row per day an event touches.",
+    doc=("Retail events and holidays of the brand's country: one row per day an event touches. Without it, "
+         "the demand family has no event features."),
+    required_table=False,
 )
 
 CANDIDATE_SITES = Table(
@@ -252,7 +262,8 @@ CANDIDATE_SITES = Table(
     ),
     key=("site_id",),
     doc=("Cells where a store could stand, with numeric area features. Any further numeric "
-         "column is kept and used as a feature."),
+         "column is kept and used as a feature. Needed by the location family."),
+    required_table=False,
 )
 
 ASSORTMENT = Table(
@@ -416,6 +427,12 @@ def conform(frame, table: Table, *, keep_extra: bool = False) -> pa.Table:
         arrays.append(column)
         fields.append(pa.field(name, target))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def empty(table: Table) -> pa.Table:
+    """A table of the contract's full schema with no rows: what an optional table the brand does
+    not have reads as (no placeholder rows)."""
+    return table.schema().empty_table()
 
 
 def complete(data: pa.Table, table: Table) -> pa.Table:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake.contract import (
-    DEMAND_DAILY, INTERACTIONS, ONLINE_ORDERS, POS_TRANSACTIONS, SALES_LINES, STORE_DAILY,
+    DEFAULT_PLATFORM, DEMAND_DAILY, INTERACTIONS, ONLINE_ORDERS, POS_TRANSACTIONS, SALES_LINES, STORE_DAILY,
     STORE_PERFORMANCE, complete, conform,
 )
 from lake.oneid import IdentityIndex, resolve_online, resolve_pos
@@ -52,7 +52,10 @@ class CuratedDay:
 def unify_lines(online: pa.Table | None, pos: pa.Table | None, dims: Dimensions, day: dt.date) -> pa.Table:
     """One shape for online and offline lines, with the buyer resolved to a OneID."""
     parts = []
-    platforms = dims.stores.select(["store_id", "platform"])
+    # an online shop's buyers link through identities of its platform's channel; a shop without
+    # a platform is an `other` shop
+    platforms = dims.stores.select(["store_id"]).append_column(
+        "platform", pc.fill_null(dims.stores["platform"], DEFAULT_PLATFORM))
     if online is not None and online.num_rows:
         lines = complete(online, ONLINE_ORDERS).join(platforms, keys="store_id", join_type="left outer")
         lines = resolve_online(lines, dims.identities)

@@ -43,6 +43,24 @@ class Violation:
         return f"{self.table:<17} {self.rule:<27} {self.rows:>8,} rows  {where}\n    {self.message}{example}"
 
 
+def grouped_lines(violations: list[Violation]) -> list[str]:
+    """The report's lines with one entry per table × rule × message: a mistake repeated in every
+    partition (integer ids, say) is said once, with how many partitions and rows it touched."""
+    groups: dict[tuple[str, str, str], list[Violation]] = {}
+    for v in violations:
+        groups.setdefault((v.table, v.rule, v.message), []).append(v)
+    lines = []
+    for (table, rule, message), found in groups.items():
+        if len(found) == 1:
+            lines.append(found[0].line())
+            continue
+        days = sorted(v.partition for v in found if v.partition)
+        where = f"{len(found)} partitions, dt={days[0]} … dt={days[-1]}" if days else f"{len(found)} files"
+        example = next((f"  e.g. {_show(v.examples[0])}" for v in found if v.examples), "")
+        lines.append(f"{table:<17} {rule:<27} {sum(v.rows for v in found):>8,} rows  {where}\n    {message}{example}")
+    return lines
+
+
 def _show(row: dict) -> str:
     """A row for a report: ids are shown with ascii() so invisible characters are visible."""
     return ", ".join(f"{k}={ascii(v) if isinstance(v, str) else v}" for k, v in row.items())
@@ -114,11 +132,12 @@ def _typed(data: pa.Table, spec: Table, name: str) -> bool:
 
 def check_table(data: pa.Table, spec: Table, *, partition: dt.date | None = None,
                 references: dict[str, set[str]] | None = None,
-                store_channels: dict[str, str] | None = None) -> list[Violation]:
+                store_channels: dict[str, str] | None = None, timezone: str | None = None) -> list[Violation]:
     """All row-level rules of `spec` on one table (a dimension table, or one fact file).
 
     `references` maps "table.column" to the set of valid values for foreign keys; absent
-    references are not checked. `store_channels` maps store_id to offline/online so a POS line
+    references are not checked. `timezone`: the brand's (settings.yaml) for the local date of
+    timestamps. `store_channels` maps store_id to offline/online so a POS line
     at an online shop (or the reverse) is caught.
     """
     data, violations = conform_types(data, spec)
@@ -209,7 +228,10 @@ def check_table(data: pa.Table, spec: Table, *, partition: dt.date | None = None
                     f"offline stores need {col} (online shops leave it empty)", [col])
 
     if partition is not None and spec.ts_column and _typed(data, spec, spec.ts_column):
-        local_day = pc.cast(pc.local_timestamp(data.column(spec.ts_column)), pa.date32())
+        stamps = data.column(spec.ts_column)
+        if timezone:  # the brand's local date (settings.yaml), whatever zone the column is stored in
+            stamps = stamps.cast(pa.timestamp(stamps.type.unit, tz=timezone))
+        local_day = pc.cast(pc.local_timestamp(stamps), pa.date32())
         add("ts_outside_partition", _mask(pc.not_equal(local_day, pa.scalar(partition, pa.date32()))),
             f"{spec.ts_column} is not on the partition's local date {partition}; write each line into "
             f"dt=<its local date>", [spec.ts_column])

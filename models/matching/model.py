@@ -77,6 +77,11 @@ def read_matching_data(lake: Lake, days: int) -> MatchingData:
     data_date = partitions[-1]
     wanted = [d for d in partitions if d > data_date - dt.timedelta(days=days)]
     interactions = lake.read_all("curated", "interactions", columns=INTERACTION_COLUMNS, days=wanted).to_pandas()
+    if interactions.empty:
+        raise LakeError(f"no purchase of the last {days} days up to {data_date} is linked to a member, so the "
+                        "matching family has nothing to learn from: raw/identities links each channel's buyer ids "
+                        "(an online shop's platform, pos cards, phone hashes) to raw/members; quanyu data merge "
+                        "reports how many lines it linked per channel")
     members = complete(lake.read("raw", "members"), RAW_TABLES["members"]).to_pandas()
     products = complete(lake.read("raw", "products"), RAW_TABLES["products"]).to_pandas()
     truth = None
