@@ -783,6 +783,22 @@ def bench_matching(ctx, lake, out) -> None:
     matching_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "matching", config)
 
 
+@bench.command("real")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/real].")
+@click.pass_context
+def bench_real(ctx, out) -> None:
+    """Demand and matching on real public data (fetched at run time from packages that ship it)
+    through quanyu data import, against moving averages, seasonal naive, Croston, TSB and popularity."""
+    from benchmarks import real as real_bench
+
+    runtime = _runtime(ctx, None)
+    ensure_ray(runtime)
+    report = real_bench.main(Path(out) if out else runtime.home / "bench" / "real",
+                             say=lambda line: click.echo(line, err=True))
+    for line in real_bench.summary_lines(report):
+        click.echo(line)
+
+
 @bench.command("retrain")
 @lake_option
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/retrain].")

@@ -85,14 +85,21 @@ def wrmsse(history: pd.DataFrame, holdout: pd.DataFrame, *, prediction: str = "p
     """
     if scales is None:
         scales = series_scales(history, target=target, revenue=revenue, weight_days=weight_days)
+    table = series_rmsse(scales, holdout, prediction=prediction, target=target)
+    if table.empty:
+        return float("nan")
+    return float((table["rmsse"] * table["weight"]).sum() / table["weight"].sum())
+
+
+def series_rmsse(scales: pd.DataFrame, holdout: pd.DataFrame, *, prediction: str = "prediction",
+                 target: str = "units_sold") -> pd.DataFrame:
+    """Each weighted series' RMSSE and weight (what WRMSSE averages), indexed like `scales`:
+    what a paired comparison of two forecasts over the same series resamples."""
     err = (holdout[target] - holdout[prediction]) ** 2
     mse = err.groupby([holdout[c] for c in SERIES]).mean().rename("mse")
     table = scales.join(mse, how="inner")
     table = table[(table["scale"] > 0) & (table["weight"] > 0)]
-    if table.empty:
-        return float("nan")
-    rmsse = np.sqrt(table["mse"] / table["scale"])
-    return float((rmsse * table["weight"]).sum() / table["weight"].sum())
+    return pd.DataFrame({"rmsse": np.sqrt(table["mse"] / table["scale"]), "weight": table["weight"]})
 
 
 def wape(actual: pd.Series, predicted: pd.Series) -> float:

@@ -95,6 +95,13 @@ def read_matching_data(lake: Lake, days: int) -> MatchingData:
 
 def ranking_metrics(ranked: list[np.ndarray], relevant: list[set], k: int) -> dict[str, float]:
     """Mean NDCG@k, Recall@k and MAP@k (binary relevance) over members."""
+    each = ranking_metrics_each(ranked, relevant, k)
+    return {name: float(np.mean(values)) for name, values in each.items()}
+
+
+def ranking_metrics_each(ranked: list[np.ndarray], relevant: list[set], k: int) -> dict[str, np.ndarray]:
+    """NDCG@k, Recall@k and MAP@k of every member with something relevant (in order): what a
+    paired comparison of two rankers over the same members needs."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ndcg, recall, ap = [], [], []
     for items, rel in zip(ranked, relevant):
@@ -106,7 +113,7 @@ def ranking_metrics(ranked: list[np.ndarray], relevant: list[set], k: int) -> di
         recall.append(float(hits.sum() / len(rel)))
         precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
         ap.append(float((precision_at * hits).sum() / min(len(rel), k)))
-    return {"ndcg": float(np.mean(ndcg)), "recall": float(np.mean(recall)), "map": float(np.mean(ap))}
+    return {"ndcg": np.array(ndcg), "recall": np.array(recall), "map": np.array(ap)}
 
 
 # --- the ranker --------------------------------------------------------------------------------------

@@ -54,9 +54,10 @@ def server(registry):
         patch.setenv("QUANYU_API_KEYS", KEY)
         patch.setenv("QUANYU_ADMIN_KEYS", ADMIN)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        # three location replicas (test_reliability kills one while requests flow), an eighth of a CPU
-        # each, so that this app still fits in one CPU beside the planner's second app
-        three = {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.125}}
+        # three location replicas (test_reliability kills one and deletes the champion's files under
+        # load), a twelfth of a CPU each: the app must still fit in one of the session's two CPUs
+        # beside the planner's second app (a quarter each for the ingress and the other families)
+        three = {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.08}}
         app = build({"tracking_uri": uri, "poll_seconds": 0.5, "deployments": {"Family-location": three}})
         serve.run(app, name="quanyu", route_prefix="/", blocking=False)
     base = f"http://127.0.0.1:{port}"
