@@ -82,7 +82,7 @@ def cdnow_export(raw: bytes) -> tuple[pd.DataFrame, dict]:
     """CDNOW purchases as a sales-lines export: one line a purchase of `quantity` CDs for `amount`."""
     import io
 
-    frame = pd.read_csv(io.BytesIO(raw), sep=r"\s+", header=None, names=["customer", "date", "quantity", "amount"],
+    frame = pd.read_csv(io.BytesIO(raw), sep=r"\s+", header=0, names=["customer", "date", "quantity", "amount"],
                         dtype={"customer": str, "date": str})
     frame = frame[frame["quantity"] > 0]
     export = pd.DataFrame({"customer": frame["customer"], "product": "cd",

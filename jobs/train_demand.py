@@ -15,6 +15,7 @@ Steps:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 import time
 from pathlib import Path
@@ -145,8 +146,9 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
     data, truth = read_demand_data(lake, truth_days=evaluated_days(config))
     say(f"read {len(data.demand):,} demand rows")
     evaluation, last_origin = evaluate(data, config, truth, progress=say)
-    forecaster = DemandForecaster(config).fit(data)
-    say(f"fitted the production model up to {forecaster.origin_} ({forecaster.layout_.describe()})")
+    forecaster = DemandForecaster(config).fit(data).blend(evaluation.blend_weights)
+    say(f"fitted the production model up to {forecaster.origin_} ({forecaster.layout_.describe()}); model's "
+        f"share against the 28-day moving average by level segment: {evaluation.blend_weights or 'all model'}")
     if last_origin is not None and last_origin.residual_quantiles_ is not None:
         last = evaluation.origins[-1].holdout
         forecaster.calibrate(last["prediction"].to_numpy(), last["units_sold"].to_numpy(dtype=float))
@@ -155,7 +157,8 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
     first, last_day = min(data.demand["dt"]), max(data.demand["dt"])
     tags = {"lake": str(lake.root), "lake_first_dt": str(first), "lake_last_dt": str(last_day),
             "layout": forecaster.layout_.describe(), "config_path": config_path or "defaults"}
-    params = {"training_rows": forecaster.training_rows_, "origins": ",".join(str(o.origin) for o in evaluation.origins)}
+    params = {"training_rows": forecaster.training_rows_, "origins": ",".join(str(o.origin) for o in evaluation.origins),
+              "blend_weights": json.dumps(evaluation.blend_weights)}
     tags.update(run_tags or {})  # e.g. the daily retrain's parent run
     with family_run("demand", tracking_uri, artifact_root, f"demand {last_day}", config, tags, params,
                     metrics) as (run, folder):

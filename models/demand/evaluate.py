@@ -17,6 +17,7 @@ import pandas as pd
 from models.demand.config import DemandConfig
 from models.demand.features import build_panel
 from models.demand.forecaster import DemandData, DemandForecaster
+from models.demand import blend as blending
 from models.demand.train import Layout
 from models.metrics import bias, interval_coverage, series_scales, wape, wrmsse
 
@@ -52,6 +53,7 @@ class OriginResult:
 @dataclass
 class Evaluation:
     origins: list[OriginResult] = field(default_factory=list)
+    blend_weights: dict[int, float] = field(default_factory=dict)  # chosen on every origin: the production model's
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -73,19 +75,34 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
     previous: tuple[np.ndarray, np.ndarray] | None = None
     forecaster = None
     launch = data.products.set_index("sku_id")["launch_date"]
+    earlier: list[tuple[np.ndarray, ...]] = []  # (model, moving average, actual, segment, scale) of each origin
     for origin in origins:
         end = origin + dt.timedelta(days=horizon)
         holdout = data.demand[(data.demand["dt"] > origin) & (data.demand["dt"] <= end)].copy()
         forecaster = DemandForecaster(config).fit(data, origin=origin, layout=layout)
-        holdout["prediction"] = forecaster.predict(holdout)
+        holdout["lightgbm"] = forecaster.predict(holdout)
         # taken after the fit: at medium scale this copy of the history is 4 GB the fit does not need
         history = data.demand[data.demand["dt"] <= origin]
         for name, values in baselines(history, holdout, origin).items():
             holdout[name] = values
         scales = series_scales(history)  # the same denominators and weights for every forecast here
         del history
+        # the blend with the moving average, its weights chosen on the earlier origins only (the
+        # first origin's forecast is the model's own): what this origin's forecast would have been
+        level = forecaster.moving_averages(holdout["store_id"], holdout["sku_id"])
+        known = ~np.isnan(level)
+        scale = scales["scale"].reindex(pd.MultiIndex.from_frame(holdout[["store_id", "sku_id"]].astype(str))).to_numpy()
+        now = (holdout["lightgbm"].to_numpy()[known], level[known], holdout["units_sold"].to_numpy(float)[known],
+               blending.segments(level[known]), scale[known])
+        weights = blending.choose_weights(*(np.concatenate(parts) for parts in zip(*earlier))) if earlier else {}
+        prediction = holdout["lightgbm"].to_numpy().copy()
+        prediction[known] = blending.apply(now[0], now[1], now[3], weights)
+        holdout["prediction"] = prediction
+        earlier.append(now)
         metrics = {"wrmsse": wrmsse(None, holdout, scales=scales), "wape": wape(holdout["units_sold"], holdout["prediction"]),
-                   "bias": bias(holdout["units_sold"], holdout["prediction"])}
+                   "bias": bias(holdout["units_sold"], holdout["prediction"]),
+                   "wrmsse_lightgbm": wrmsse(None, holdout, prediction="lightgbm", scales=scales),
+                   "blend_model_share": float(np.mean(list(weights.values()))) if weights else 1.0}
         for name in ("seasonal_naive", "moving_average"):
             metrics[f"wrmsse_{name}"] = wrmsse(None, holdout, prediction=name, scales=scales)
             metrics[f"wape_{name}"] = wape(holdout["units_sold"], holdout[name])
@@ -123,4 +140,6 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
                      f"seasonal naive {metrics['wrmsse_seasonal_naive']:.4f}, {forecaster.training_rows_:,} training rows")
     if forecaster is not None and previous is not None and forecaster.residual_quantiles_ is None:
         forecaster.calibrate(*previous)
+    if earlier:
+        evaluation.blend_weights = blending.choose_weights(*(np.concatenate(parts) for parts in zip(*earlier)))
     return evaluation, forecaster

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from lake.contract import PRICES, PROMOTIONS, complete
 from lake.merge import list_prices, offer_discounts
+from models.demand import blend as blending
 from models.demand.config import DemandConfig
 from models.demand.features import (
     CATEGORICAL, Attributes, History, Panel, Rows, build_panel, feature_columns, history_features, training_set,
@@ -113,7 +114,8 @@ class DemandForecaster:
         self.tables_ = {"products": data.products, "stores": data.stores, "calendar": data.calendar,
                         "promotions": data.promotions, "prices": data.prices}
         self.residual_quantiles_: pd.DataFrame | None = None
-        self._lookup_tables = self._attributes_cache = self._plan = None
+        self.blend_: dict[int, float] = {}
+        self._lookup_tables = self._attributes_cache = self._plan = self._levels = None
         return self
 
     # --- prediction -----------------------------------------------------------------------
@@ -134,7 +136,28 @@ class DemandForecaster:
                                      self.categories_)
         matrix = np.column_stack([columns[name] for name in self.features_order_]) if n else \
             np.empty((0, len(self.features_order_)), np.float32)
-        return np.clip(self.booster_.predict(matrix), 0, None)
+        predicted = np.clip(self.booster_.predict(matrix), 0, None)
+        if not getattr(self, "blend_", None) or not n:
+            return predicted
+        level = self.moving_averages(rows["store_id"], rows["sku_id"])
+        known = ~np.isnan(level)  # a series the model has not seen keeps the model's forecast
+        predicted[known] = blending.apply(predicted[known], level[known], blending.segments(level[known]), self.blend_)
+        return predicted
+
+    def moving_averages(self, store_ids, sku_ids) -> np.ndarray:
+        """The 28-day moving average (as of the origin) of each row's series; NaN for a series
+        the model has not seen."""
+        if getattr(self, "_levels", None) is None:
+            self._levels = blending.moving_average(self.panel_.units)
+        asked = pd.MultiIndex.from_arrays([np.asarray(store_ids, dtype=object), np.asarray(sku_ids, dtype=object)])
+        position = self.panel_.index.get_indexer(asked)
+        return np.where(position >= 0, self._levels[position], np.nan)
+
+    def blend(self, weights: dict[int, float]) -> "DemandForecaster":
+        """Use `weights` (per level segment, the model's share against the 28-day moving average,
+        chosen on backtest origins: models/demand/blend.py) for every forecast from now on."""
+        self.blend_ = dict(weights)
+        return self
 
     def calibrate(self, predicted: np.ndarray, actual: np.ndarray) -> "DemandForecaster":
         """Learn the P10/P90 residual quantiles, per decile of the point forecast, from the
@@ -342,6 +365,7 @@ class DemandForecaster:
                 "training_rows": self.training_rows_, "layout": self.layout_.describe(),
                 "panel_start": self.panel_.start.isoformat(),
                 "bucket_edges": getattr(self, "bucket_edges_", np.array([])).tolist(),
+                "blend": {str(k): v for k, v in getattr(self, "blend_", {}).items()},
                 "residual_quantiles": None if self.residual_quantiles_ is None
                 else self.residual_quantiles_.reset_index().to_dict(orient="list")}
         (folder / "forecaster.json").write_text(json.dumps(meta, indent=1))
@@ -386,6 +410,7 @@ class DemandForecaster:
                     if str(frame[col].dtype).startswith("datetime64") and col != "linked_at":
                         frame[col] = frame[col].dt.date
         q = meta["residual_quantiles"]
+        self.blend_ = {int(k): float(v) for k, v in meta.get("blend", {}).items()}  # none before the blend existed
         self.bucket_edges_ = np.array(meta["bucket_edges"])
         self.residual_quantiles_ = None if q is None else pd.DataFrame(q).set_index("bucket")
         return self

@@ -235,3 +235,30 @@ def test_only_the_evaluated_days_of_truth_are_read(tiny_lake, demand_data):
     pd.testing.assert_frame_equal(recent.reset_index(drop=True), expected)
     _, none = read_demand_data(tiny_lake, with_truth=False)
     assert none is None
+
+
+def test_the_moving_average_blend_is_chosen_on_the_backtest_and_kept_when_saved(fitted, tmp_path):
+    """blend.choose_weights gives the baseline all the weight where it alone is right, the model
+    all of it where the model is; a forecaster told {segment: 0} forecasts each series' 28-day
+    moving average, and the saved forecaster keeps its weights."""
+    import copy
+
+    from models.demand import blend
+
+    rng = np.random.default_rng(3)
+    actual = rng.poisson(3.0, 400).astype(float)
+    noise = rng.normal(0, 2.0, 400)
+    segment = np.repeat([0, 1], 200)
+    model = np.where(segment == 0, actual, actual + noise)  # right in segment 0
+    baseline = np.where(segment == 1, actual, actual + noise)  # right in segment 1
+    assert blend.choose_weights(model, baseline, actual, segment, np.ones(400)) == {0: 1.0, 1: 0.0}
+    assert (blend.apply(model, baseline, segment, {}) == model).all()  # no weights: the model
+
+    series = fitted.panel_.series.head(3)
+    rows = fitted.planned_rows(series[["store_id", "sku_id"]], [fitted.origin_ + dt.timedelta(days=1)])
+    level = fitted.moving_averages(rows["store_id"], rows["sku_id"])
+    baseline_only = copy.copy(fitted).blend({s: 0.0 for s in range(len(blend.LEVEL_EDGES) + 1)})
+    assert baseline_only.predict(rows) == pytest.approx(level)
+    assert fitted.predict(rows) != pytest.approx(level)  # the fitted model's own weights (none) left alone
+    again = DemandForecaster.load(baseline_only.save(tmp_path / "blended"))
+    assert again.blend_ == baseline_only.blend_ and again.predict(rows) == pytest.approx(level)
