@@ -116,6 +116,24 @@ def make_lake(export: pd.DataFrame, mapping: dict, folder: Path, name: str, unit
     return lake
 
 
+def train_and_load(family: str, lake: Lake, work: Path, tracking_uri: str, say, label: str) -> tuple[object, float]:
+    """Train `family` on `lake` with its committed config, as `quanyu train` does; the registered
+    version's predictor (forecaster, recommender) as serving loads it, and the training seconds."""
+    import mlflow
+
+    from jobs.families import FAMILY_JOBS
+
+    spec = FAMILY_JOBS[family]
+    config, _ = spec.config()
+    started = time.monotonic()
+    trained = spec.job().main(config, lake, tracking_uri, artifact_root=str(work / "mlartifacts"))
+    seconds = time.monotonic() - started
+    say(f"{label}: {family} v{trained.version} trained in {seconds:.0f} s")
+    mlflow.set_tracking_uri(tracking_uri)
+    inner = mlflow.pyfunc.load_model(f"models:/quanyu-{family}/{trained.version}").unwrap_python_model()
+    return (inner.forecaster if family == "demand" else inner.recommender), seconds
+
+
 # --- demand ---------------------------------------------------------------------------------------------
 
 def daily_grid(demand: pd.DataFrame, first_day: dict, end: dt.date) -> tuple[pd.DataFrame, np.ndarray, list]:
@@ -184,8 +202,6 @@ def bootstrap_ratio(model: pd.DataFrame, peer: pd.DataFrame, seed: int = 0) -> t
 def demand_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *, unit_price: float | None,
                 timezone: str, tracking_uri: str, say) -> dict:
     """Train demand on the lake cut HORIZON days before its end; score the HORIZON days after."""
-    from jobs import train_demand
-    from jobs.families import FAMILY_JOBS
     from models.metrics import series_rmsse, series_scales
 
     when = pd.to_datetime(export[mapping["timestamp"]])
@@ -194,16 +210,7 @@ def demand_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *, u
     origin = end - dt.timedelta(days=HORIZON)
     full = make_lake(export, mapping, work / "full", name, unit_price, timezone)
     cut = make_lake(export[(local.dt.date <= origin).to_numpy()], mapping, work / "cut", name, unit_price, timezone)
-    config, _ = FAMILY_JOBS["demand"].config()
-    started = time.monotonic()
-    trained = train_demand.main(config, cut, tracking_uri, artifact_root=str(work / "mlartifacts"))
-    seconds = time.monotonic() - started
-    say(f"{name}: demand v{trained.version} trained in {seconds:.0f} s (origin {trained.origin})")
-
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    forecaster = mlflow.pyfunc.load_model(f"models:/quanyu-demand/{trained.version}").unwrap_python_model().forecaster
+    forecaster, seconds = train_and_load("demand", cut, work, tracking_uri, say, name)
     origin = forecaster.origin_
     history = cut.read_all("curated", "demand_daily").to_pandas()
     history = history.astype({"store_id": str, "sku_id": str})
@@ -256,8 +263,6 @@ def matching_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *,
                   tracking_uri: str, say, window_days: int = 30) -> dict:
     """Train matching on the interactions up to the `quantile` of time; score the next
     `window_days` days' items of the users seen before, against popularity peers."""
-    from jobs import train_matching
-    from jobs.families import FAMILY_JOBS
     from models.matching.model import ranking_metrics_each
 
     when = pd.to_datetime(export[mapping["timestamp"]]).dt.tz_convert(timezone)
@@ -266,16 +271,7 @@ def matching_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *,
     before = (when.dt.date <= cutoff).to_numpy()
     after = ((when.dt.date > cutoff) & (when.dt.date <= cutoff + dt.timedelta(days=window_days))).to_numpy()
     cut = make_lake(export[before], mapping, work / f"cut-{quantile}", name, 1.0, timezone)
-    config, _ = FAMILY_JOBS["matching"].config()
-    started = time.monotonic()
-    trained = train_matching.main(config, cut, tracking_uri, artifact_root=str(work / "mlartifacts"))
-    seconds = time.monotonic() - started
-    say(f"{name}: matching v{trained.version} trained in {seconds:.0f} s (cutoff {cutoff})")
-
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    recommender = mlflow.pyfunc.load_model(f"models:/quanyu-matching/{trained.version}").unwrap_python_model().recommender
+    recommender, seconds = train_and_load("matching", cut, work, tracking_uri, say, f"{name} (cutoff {cutoff})")
     seen = pd.DataFrame({"user": user[before], "item": item[before], "when": when[before]})
     holdout = pd.DataFrame({"user": user[after], "item": item[after]})
     users = sorted(set(holdout["user"]) & set(seen["user"]))
