@@ -13,7 +13,9 @@ less per request on a 2-core machine (BENCHMARKS.md). Its files live in a short 
 (HAProxy limits socket paths to 97 characters) that QUANYU_HOME/haproxy links to while it runs.
 
 Keys: QUANYU_API_KEYS (and QUANYU_ADMIN_KEYS) when set; otherwise one key of each is created in
-QUANYU_HOME/api_key and QUANYU_HOME/admin_key (mode 0600) and reused on the next start.
+QUANYU_HOME/api_key and QUANYU_HOME/admin_key (mode 0600) and reused on the next start. They are
+taken out of the environment before Ray starts (a detached server gets operator-given keys through
+a 0600 file it deletes), so no Ray process holds them; the application gets their digests.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -42,10 +45,16 @@ def ready_timeout() -> float:
     return float(os.environ.get("QUANYU_SERVE_READY_TIMEOUT_S", READY_TIMEOUT_S))
 
 
+def private_home(home: Path) -> None:
+    """QUANYU_HOME readable by its owner alone: it holds keys, the tracking store and logs."""
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+
+
 def _key_file(path: Path) -> str:
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_home(path.parent)
     key = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -53,17 +62,47 @@ def _key_file(path: Path) -> str:
     return key
 
 
-def ensure_keys(home: Path) -> tuple[str | None, str | None]:
-    """Put keys in the environment the application is built from; return the ones created or
-    read from QUANYU_HOME (None where the environment already names keys)."""
-    user = admin = None
-    if not os.environ.get("QUANYU_API_KEYS", "").strip():
-        user = _key_file(home / "api_key")
-        os.environ["QUANYU_API_KEYS"] = user
-    if not os.environ.get("QUANYU_ADMIN_KEYS", "").strip():
-        admin = _key_file(home / "admin_key")
-        os.environ["QUANYU_ADMIN_KEYS"] = admin
-    return user, admin
+KEY_VARIABLES = ("QUANYU_API_KEYS", "QUANYU_ADMIN_KEYS")
+KEYS_FILE_VARIABLE = "QUANYU_KEYS_FILE"  # how `--detach` hands operator-given keys to its server
+
+
+@dataclass
+class Keys:
+    """The API and admin keys the server accepts, and the ones it created or read from
+    QUANYU_HOME (to show the operator once; None where the operator gave keys)."""
+
+    api: list[str]
+    admin: list[str]
+    created_api: str | None = None
+    created_admin: str | None = None
+
+    def digests(self) -> dict[str, list[str]]:
+        from serving.app import key_digest
+
+        return {"key_digests": [key_digest(k) for k in self.api], "admin_digests": [key_digest(k) for k in self.admin]}
+
+
+def take_keys(home: Path) -> Keys:
+    """The keys, taken out of this process's environment: from QUANYU_API_KEYS /
+    QUANYU_ADMIN_KEYS, or from the file a detaching parent wrote (then deleted), else from (or
+    into) QUANYU_HOME/api_key and admin_key. Removing the variables before Ray starts keeps the
+    keys out of every Ray process's environment; the application gets their digests only."""
+    given = {name: os.environ.pop(name, "") for name in KEY_VARIABLES}
+    handed = os.environ.pop(KEYS_FILE_VARIABLE, None)
+    if handed:
+        path = Path(handed)
+        given.update({k: v for k, v in json.loads(path.read_text()).items() if v})
+        path.unlink(missing_ok=True)
+    split = lambda text: [k.strip() for k in text.split(",") if k.strip()]  # noqa: E731
+    api, admin = split(given["QUANYU_API_KEYS"]), split(given["QUANYU_ADMIN_KEYS"])
+    keys = Keys(api, admin)
+    if not api:
+        keys.created_api = _key_file(home / "api_key")
+        keys.api = [keys.created_api]
+    if not admin:
+        keys.created_admin = _key_file(home / "admin_key")
+        keys.admin = [keys.created_admin]
+    return keys
 
 
 def with_alias(tracking_uri: str, alias: str) -> set[str]:
@@ -203,7 +242,8 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
 
     from serving.app import build
 
-    user, _ = ensure_keys(runtime.home)
+    keys = take_keys(runtime.home)  # before Ray starts: its processes never see them
+    user = keys.created_api
     app = serve_config()
     # the application's environment (RAY_SERVE_THROUGHPUT_OPTIMIZED, …) before Ray starts: its
     # processes inherit it. A variable already set in the operator's environment wins.
@@ -220,9 +260,9 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
     serve.start(http_options={"host": host, "port": port})
     deployments = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments", [])}
     serve.run(build({"tracking_uri": runtime.tracking_uri, "alias": alias, "poll_seconds": poll_seconds,
-                     "deployments": deployments}), name="quanyu", route_prefix="/", blocking=False)
+                     "deployments": deployments, **keys.digests()}), name="quanyu", route_prefix="/", blocking=False)
     url = f"http://{host}:{port}"
-    key = user or os.environ["QUANYU_API_KEYS"].split(",")[0].strip()
+    key = keys.api[0]
     stopping = {"now": False}
 
     def stop(*_):
@@ -261,17 +301,28 @@ def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: flo
         if _alive(info.get("pid")):
             raise RuntimeError(f"Quanyu is already serving at {info['url']} (pid {info['pid']}); "
                                f"quanyu serve stop first")
-    user, _ = ensure_keys(runtime.home)
-    runtime.home.mkdir(parents=True, exist_ok=True)
-    log = open(runtime.home / "serve.log", "ab")
+    keys = take_keys(runtime.home)
+    user = keys.created_api
+    private_home(runtime.home)
+    log_path = runtime.home / "serve.log"
+    log = open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    os.chmod(log_path, 0o600)
     command = [sys.executable, "-m", "jobs.cli", "serve", "--host", host, "--port", str(port), "--alias", alias,
                "--poll-seconds", str(poll_seconds), "--ingress", ingress]
+    env = {k: v for k, v in os.environ.items() if k not in (*KEY_VARIABLES, KEYS_FILE_VARIABLE)}
+    if not user or not keys.created_admin:  # keys the operator gave: a private file, not the child's environment
+        handed = runtime.home / f".keys-{secrets.token_hex(8)}.json"
+        fd = os.open(handed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"QUANYU_API_KEYS": "" if keys.created_api else ",".join(keys.api),
+                       "QUANYU_ADMIN_KEYS": "" if keys.created_admin else ",".join(keys.admin)}, f)
+        env[KEYS_FILE_VARIABLE] = str(handed)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, "QUANYU_HOME": str(runtime.home), "QUANYU_SERVE_DETACHED": "1"})
+                               env={**env, "QUANYU_HOME": str(runtime.home), "QUANYU_SERVE_DETACHED": "1"})
     url = f"http://{host}:{port}"
     info = {"pid": process.pid, "url": url, "log": str(runtime.home / "serve.log")}
     state.write_text(json.dumps(info))
-    key = user or os.environ["QUANYU_API_KEYS"].split(",")[0].strip()
+    key = keys.api[0]
     expected = with_alias(runtime.tracking_uri, alias)
     families: list[dict] = []
     deadline = time.monotonic() + ready_timeout()

@@ -358,7 +358,9 @@ def build(args: dict) -> serve.Application:
         raise ValueError("serving needs a tracking_uri (argument or MLFLOW_TRACKING_URI)")
     alias = args.get("alias", "champion")
     poll = float(args.get("poll_seconds", 10.0))
-    keys, admin = api_keys()
+    # digests handed over by `quanyu serve` (which keeps the keys out of Ray's environment), else
+    # the keys of whoever builds the app (`serve run configs/serve.yaml`, tests)
+    keys, admin = (args["key_digests"], args.get("admin_digests", [])) if "key_digests" in args else api_keys()
     if not keys and not admin:
         raise ValueError("no API key: set QUANYU_API_KEYS (comma-separated); quanyu serve creates one for you")
     options = _deployment_options(args.get("deployments") or {})

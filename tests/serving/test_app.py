@@ -351,6 +351,11 @@ def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path)
         key = (home / "api_key").read_text().strip()
         assert stat.S_IMODE((home / "api_key").stat().st_mode) == 0o600 and key in started.stdout
         assert key not in (home / "serve.log").read_text()  # shown to the operator once, never logged
+        # no process (the server, Ray's GCS, raylet, workers, replicas) has a key in its environment
+        admin = (home / "admin_key").read_text().strip()
+        holders = [p.parent.name for p in Path("/proc").glob("[0-9]*/environ") if _environ_holds(p, (key, admin))]
+        assert not holders, [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in holders]
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700 and stat.S_IMODE((home / "serve.log").stat().st_mode) == 0o600
         got = requests.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert got.status_code == 200
         again = subprocess.run([quanyu, "serve", "--detach", "--port", port], env=env, capture_output=True, text=True,
@@ -363,6 +368,14 @@ def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path)
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
     assert not _haproxies(config), "HAProxy outlived the server"
     assert not (home / "haproxy").exists() and not config.exists()
+
+
+def _environ_holds(path, secrets: tuple[str, ...]) -> bool:
+    try:
+        environ = path.read_bytes()
+    except OSError:  # gone, or not ours to read
+        return False
+    return any(secret.encode() in environ for secret in secrets)
 
 
 def _haproxies(config) -> list[int]:
@@ -479,7 +492,9 @@ def test_serve_detach_that_gives_up_stops_its_server_and_says_why(tmp_path):
     client.set_registered_model_alias("quanyu-location", "champion", version)
     env = {k: v for k, v in os.environ.items() if k not in ("QUANYU_API_KEYS", "QUANYU_ADMIN_KEYS", "RAY_ADDRESS",
                                                              "MLFLOW_TRACKING_URI")}
-    env.update(QUANYU_HOME=str(home), QUANYU_SERVE_READY_TIMEOUT_S="45")
+    # keys the operator gives: handed to the server in a private file it deletes, not in its environment
+    env.update(QUANYU_HOME=str(home), QUANYU_SERVE_READY_TIMEOUT_S="45", QUANYU_API_KEYS="operator-key-1",
+               QUANYU_ADMIN_KEYS="operator-admin-1")
     quanyu = str(Path(sys.executable).parent / "quanyu")
     port = str(_free_port())
     done = subprocess.run([quanyu, "serve", "--detach", "--port", port, "--poll-seconds", "2"], env=env,
@@ -488,6 +503,6 @@ def test_serve_detach_that_gives_up_stops_its_server_and_says_why(tmp_path):
     assert "location (" in done.stderr and "The server was stopped" in done.stderr and "Traceback" not in done.stderr
     log = (home / "serve.log").read_text()
     assert "quanyu serve --detach gave up" in log and "location (" in log and "logs/serve/" in log
-    assert not (home / "serve.json").exists()
+    assert not (home / "serve.json").exists() and not list(home.glob(".keys-*"))  # the server took its keys
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
