@@ -230,5 +230,5 @@ def test_every_curated_table_reads_with_hive_partitioning_as_documented(tiny_lak
         table = ds.dataset(folder, partitioning=by_day).to_table()
         assert table.num_rows == rows > 0 and table.schema.field("dt").type == pa.date32()
         got = duckdb.sql(f"select count(*), typeof(min(dt)) from read_parquet('{folder}/*/*.parquet', "
-                         "hive_partitioning = true, hive_types = {'dt': DATE})").fetchone()
+                         "hive_partitioning = true, hive_types = {'dt': DATE})").fetchall()[0]
         assert got == (rows, "DATE"), name
