@@ -263,6 +263,12 @@ def _train(ctx: click.Context, family: str, lake: str | None, config_path: str |
     for key in spec.headline:
         if key in result.metrics:
             click.echo(f"  {key:<{width}} {result.metrics[key]:.4f}")
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(runtime.tracking_uri).get_model_version(f"quanyu-{family}", result.version).tags
+    if tags.get("below_baseline"):
+        click.echo(f"warning: quanyu-{family} v{result.version} does not beat its baselines ({tags['below_baseline']}); "
+                   "the version is tagged below_baseline and the retrain's gate would refuse it", err=True)
     click.echo(f"next: quanyu models promote {family} {result.version}   (make it the champion that serving and "
                f"predict use; or pass --alias candidate to try it first)")
 

@@ -98,6 +98,13 @@ def decide(gate: Gate, metrics: dict[str, float], champion_metrics: dict[str, fl
     return decision
 
 
+def below_baseline(family: str, metrics: dict[str, float], gate: Gate | None = None) -> str | None:
+    """Why a trained model does not beat the baselines of its gate (the family's built-in gate
+    unless given), or None when it does: what `quanyu train` warns about and tags the version with."""
+    decision = decide(gate or DEFAULT_GATES[family], metrics, None, None, [])
+    return None if decision.promote else decision.reason
+
+
 # --- sanity checks on a loaded candidate --------------------------------------------------------
 
 def sanity_problems(family: str, predictor, sample: int = 20) -> list[str]:

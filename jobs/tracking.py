@@ -149,8 +149,24 @@ def register(family: str, python_model, artifacts: dict[str, str], input_example
             pip_requirements=[f"{p}=={package_version(p)}" for p in (*BASE_PACKAGES, *packages)])
     version = str(info.registered_model_version)
     _record_lineage(family, version)
+    _tag_if_below_baseline(family, version)
     set_alias(family, version, CANDIDATE)
     return version
+
+
+def _tag_if_below_baseline(family: str, version: str) -> None:
+    """Tag the version `below_baseline` (with why) when the active run's metrics do not beat the
+    baselines of the family's gate: a candidate that loses to popularity or a moving average says
+    so on the version itself, before any gate looks at it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs.promotion import below_baseline
+
+    client = MlflowClient()
+    why = below_baseline(family, client.get_run(mlflow.active_run().info.run_id).data.metrics)
+    if why:
+        client.set_model_version_tag(registered_name(family), version, "below_baseline", why)
 
 
 def _record_lineage(family: str, version: str) -> None:

@@ -34,6 +34,10 @@ def trained(home, tiny_lake, monkeypatch, capsys):
         assert code == 0, out
         assert "registered quanyu-location version 1 (alias candidate)" in out and "spearman_oracle" in out
         assert "next: quanyu models promote location 1" in out  # the first train → predict has a next step
+        # two stores a city: the model cannot beat its baselines, and says so on the version and the console
+        assert "warning: quanyu-location v1 does not beat its baselines (spearman" in out
+        tags = MlflowClient(uri).get_model_version("quanyu-location", "1").tags
+        assert tags["below_baseline"].startswith("spearman") and "does not beat spearman_" in tags["below_baseline"]
         (home / "trained").write_text(out)
     mlflow.set_tracking_uri(uri)
     return uri
