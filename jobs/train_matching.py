@@ -95,11 +95,14 @@ def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str
     metrics = {k: v for k, v in evaluation.metrics.items() if v == v}
     say(f"holdout: ndcg_at_10 {metrics['ndcg_at_10']:.4f} (popularity {metrics['ndcg_at_10_popularity']:.4f}), "
         f"candidate_recall {metrics['candidate_recall']:.3f}")
-    recommender = build_recommender(data, config, say, {k: metrics[k] for k in HEADLINE if k in metrics})
-    say("fitted the production ranker and snapshot")
+    served = evaluation.extra["served"]
+    recommender = build_recommender(data, config, say, {**{k: metrics[k] for k in HEADLINE if k in metrics},
+                                                        "served": served})
+    say("fitted the production ranker and snapshot; it serves "
+        + ("the ranker" if served == "ranker" else f"{served.replace('_', ' ')}, which beat the ranker on the holdout"))
 
     tags = {"lake": str(lake.root), "data_date": str(data.data_date), "config_path": config_path or "defaults"}
-    params = {"members": len(data.members), "skus": len(data.products)}
+    params = {"members": len(data.members), "skus": len(data.products), "served": served}
     tags.update(run_tags or {})  # e.g. the daily retrain's parent run
     with family_run("matching", tracking_uri, artifact_root, f"matching {data.data_date}", config, tags, params,
                     metrics) as (run, folder):

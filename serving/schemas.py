@@ -67,7 +67,9 @@ class RecommendResponse(BaseModel):
     member_id: str
     items: list[ScoredItem]
     fallback: bool
-    fallback_reason: str | None = Field(None, description="segment_popularity or global_popularity")
+    fallback_reason: str | None = Field(None, description="segment_popularity or global_popularity (a member without "
+                                        "history, an unknown id); recent_popularity or recent_popularity_unseen when "
+                                        "the version serves the popularity ranking that beat its ranker")
 
 
 class NewProduct(Strict):

@@ -281,7 +281,12 @@ def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: N
     seg_pop = np.where(available[None, :], state.segment_popularity, -1.0)
     seg_top = np.argsort(-seg_pop, axis=1, kind="stable")[:, :k]
     segment = [seg_top[s] for s in seg]
-    baselines = {"popularity": popularity, "segment_popularity": segment}
+    # recent popularity without what the member already bought: where items are seldom bought twice
+    # (films, durables), the baseline a brand would use
+    history = state.history
+    unseen = [global_order_excluding(state, history.indices[history.indptr[m]:history.indptr[m + 1]], k)
+              for m in members]
+    baselines = {"popularity": popularity, "segment_popularity": segment, "popularity_unseen": unseen}
     oracle = oracle_rankings(data, state, members, cutoff, end, k)
     if oracle is not None:
         baselines["oracle"] = oracle
@@ -305,7 +310,24 @@ def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: N
     metrics.update(audience)
     metrics.update(info)
     metrics["holdout_members"] = float(len(members))
-    return Evaluation(metrics, pd.DataFrame(rows), {"ranker": ranker})
+    # what the registered model serves: the ranker, unless a popularity ranking beat it on this holdout
+    scores = {name: metrics[key.format(k=k)] for name, key in SERVED.items() if key.format(k=k) in metrics}
+    served = max(scores, key=lambda name: (scores[name], name == "ranker"))
+    metrics["served_ranker"] = float(served == "ranker")
+    return Evaluation(metrics, pd.DataFrame(rows), {"ranker": ranker, "served": served})
+
+
+SERVED = {"ranker": "ndcg_at_{k}", "popularity": "ndcg_at_{k}_popularity",
+          "popularity_unseen": "ndcg_at_{k}_popularity_unseen"}
+"""The rankings a registered model may serve, and the holdout metric that chooses between them."""
+
+
+def global_order_excluding(state: MatchingState, bought: np.ndarray, k: int) -> np.ndarray:
+    """The k most popular available items (recent popularity) that are not in `bought`."""
+    available = state.items["available"].to_numpy()
+    order = np.argsort(-np.where(available, state.items["popularity"].to_numpy(), -1.0), kind="stable")
+    keep = np.isin(order, bought, invert=True) & available[order]
+    return order[keep][:k]
 
 
 def oracle_rankings(data: MatchingData, state: MatchingState, members: np.ndarray, cutoff: dt.date, end: dt.date,

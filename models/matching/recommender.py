@@ -33,7 +33,7 @@ class MatchingError(ValueError):
 class Recommendations:
     member_id: str
     items: list[dict]
-    fallback: str | None  # None, "segment_popularity" or "global_popularity"
+    fallback: str | None  # None, "segment_popularity", "global_popularity", or the version's served popularity ranking
     channel: str | None
 
     def as_dict(self) -> dict:
@@ -106,6 +106,12 @@ class MatchingRecommender:
         if not isinstance(k, (int, np.integer)) or not 1 <= k <= self.max_k:
             raise MatchingError(f"k must be an integer between 1 and {self.max_k}, got {k!r}")
 
+    @property
+    def served(self) -> str:
+        """What this version serves: the ranker, or the popularity ranking (with or without the
+        member's own purchases) that beat it on the training run's holdout (models/matching/model.py: SERVED)."""
+        return self.meta.get("served", "ranker")
+
     def recommend(self, member_id: str, k: int = 10, channel: str | None = None) -> Recommendations:
         self._check_k(k)
         if channel not in (None, "online", "offline"):
@@ -113,6 +119,14 @@ class MatchingRecommender:
         state = self.state
         position = state._member_pos.get(member_id, -1)
         ids = state.items["sku_id"].to_numpy()
+        if self.served != "ranker" and position >= 0:
+            bought = (state.history.indices[state.history.indptr[position]:state.history.indptr[position + 1]]
+                      if self.served == "popularity_unseen" else np.array([], dtype=int))
+            order = self._global[np.isin(self._global, bought, invert=True)]
+            order = order[self._allowed(order, channel)][:k]
+            popularity = state.items["popularity"].to_numpy()
+            items = [{"sku_id": str(ids[i]), "score": round(float(popularity[i]), 6)} for i in order]
+            return Recommendations(member_id, items, f"recent_{self.served}", channel)
         if position < 0 or not state.has_history(np.array([position]))[0]:
             order = self._global if position < 0 else self._segment[state.members["segment_code"].iat[position]]
             order = order[self._allowed(order, channel)][:k]

@@ -159,3 +159,23 @@ def test_purchases_between_is_half_open(data):
 def test_candidate_spec_refuses_unknown_keys():
     with pytest.raises(Exception, match="extra"):
         CandidateSpec.model_validate({"repurchase": 5, "psychic": 3})
+
+
+def test_a_version_that_serves_recent_popularity_says_so_and_leaves_out_what_was_bought(recommender, tmp_path):
+    """When popularity beat the ranker on the holdout, the registered version serves it (the
+    member's own purchases left out for `popularity_unseen`), says so in every answer, and keeps
+    that choice when saved."""
+    state = recommender.state
+    member = next(i for i in range(len(state.members)) if state.history.indptr[i + 1] > state.history.indptr[i])
+    member_id = str(state.members["member_id"].iat[member])
+    bought = {str(s) for s in state.items["sku_id"].to_numpy()[state.history.indices[
+        state.history.indptr[member]:state.history.indptr[member + 1]]]}
+    popular = MatchingRecommender(state, recommender.ranker, recommender.config, {"served": "popularity_unseen"})
+    answer = popular.recommend(member_id, 10, "online")
+    assert answer.fallback == "recent_popularity_unseen" and len(answer.items) == 10
+    assert not bought & {i["sku_id"] for i in answer.items}
+    scores = [i["score"] for i in answer.items]
+    assert scores == sorted(scores, reverse=True)  # the most popular first
+    assert recommender.served == "ranker" and recommender.recommend(member_id, 10).fallback is None
+    again = MatchingRecommender.load(popular.save(tmp_path / "popular"))
+    assert again.served == "popularity_unseen" and again.recommend(member_id, 10, "online").items == answer.items
