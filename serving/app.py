@@ -48,6 +48,10 @@ STATUS_TIMEOUT_S = 5.0  # /v1/models waits this long for a family's replicas
 RETRY_ELSEWHERE = "retry_elsewhere"  # in a family's 503: this replica lacks a champion another one holds
 
 
+# every protected operation documents its 401 (a missing, malformed or wrong key)
+PROTECTED = {401: {"model": schemas.Problem, "description": "missing or invalid API key"}}
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32, health_check_period_s=2)
 class Family:
     """One model family's served version, following its alias."""
@@ -272,7 +276,8 @@ class Ingress:
     async def healthz(self) -> dict:
         return {"status": "ok"}
 
-    @api.get("/v1/models", response_model=schemas.ModelsResponse, dependencies=[Depends(require_key)])
+    @api.get("/v1/models", response_model=schemas.ModelsResponse, dependencies=[Depends(require_key)],
+             responses=PROTECTED)
     async def models(self) -> dict:
         return {"families": list(await asyncio.gather(*(self._status(f) for f in FAMILIES)))}
 
@@ -288,32 +293,32 @@ class Ingress:
                     "load the champion: see the replica logs"}
 
     @api.post("/v1/demand/forecast", response_model=schemas.ForecastResponse, dependencies=[Depends(require_key)],
-              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**PROTECTED, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def forecast(self, request: schemas.ForecastRequest):
         return _answer(await _ask(self.families["demand"], "forecasts", request.model_dump(mode="json")))
 
     @api.post("/v1/matching/recommend", response_model=schemas.RecommendResponse, dependencies=[Depends(require_key)],
-              responses={422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**PROTECTED, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def recommend(self, request: schemas.RecommendRequest):
         return _answer(await _ask(self.families["matching"], "call", "recommend", request.model_dump(mode="json")))
 
     @api.post("/v1/matching/audience", response_model=schemas.AudienceResponse, dependencies=[Depends(require_key)],
-              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**PROTECTED, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def audience(self, request: schemas.AudienceRequest):
         return _answer(await _ask(self.families["matching"], "call", "audience", request.model_dump(mode="json")))
 
     @api.post("/v1/location/recommend", response_model=schemas.SitesResponse, dependencies=[Depends(require_key)],
-              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**PROTECTED, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def sites(self, request: schemas.SitesRequest):
         return _answer(await _ask(self.families["location"], "call", "recommend", request.model_dump(mode="json")))
 
     @api.get("/v1/location/cities", response_model=schemas.CitiesResponse, dependencies=[Depends(require_key)],
-             responses={503: {"model": schemas.Problem}})
+             responses={**PROTECTED, 503: {"model": schemas.Problem}})
     async def cities(self):
         return _answer(await _ask(self.families["location"], "call", "cities", {}))
 
     @api.get("/v1/location/map", response_model=schemas.CityMapResponse, dependencies=[Depends(require_key)],
-             responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+             responses={**PROTECTED, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def city_map(self, city: str = Query(..., min_length=1, max_length=64)):
         return _answer(await _ask(self.families["location"], "call", "map", {"city": city}))
 
@@ -330,14 +335,16 @@ class Ingress:
         return Response(body, media_type=media_type, headers=planner.HEADERS)
 
     @api.post("/v1/{family}/invocations", dependencies=[Depends(require_key)],
-              responses={404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}})
+              responses={**PROTECTED, 404: {"model": schemas.Problem}, 413: {"model": schemas.Problem},
+                         422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def invocations(self, family: str, payload: dict[str, Any]):
         if family not in FAMILIES:
             return JSONResponse({"detail": f"unknown family {family[:40]!r}; one of {', '.join(FAMILIES)}"},
                                 status_code=404)
         return _answer(await _ask(self.families[family], "invocations", payload))
 
-    @api.post("/v1/admin/reload", response_model=schemas.ModelsResponse, dependencies=[Depends(require_admin)])
+    @api.post("/v1/admin/reload", response_model=schemas.ModelsResponse, dependencies=[Depends(require_admin)],
+              responses=PROTECTED)
     async def reload(self) -> dict:
         return {"families": [await _ask(self.families[f], "reload") for f in FAMILIES]}
 

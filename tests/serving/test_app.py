@@ -50,6 +50,12 @@ def test_models_lists_each_family_s_version_and_metrics(server):
     schema = schema.json()
     assert {"/v1/demand/forecast", "/v1/matching/recommend", "/v1/matching/audience", "/v1/location/recommend",
             "/v1/{family}/invocations", "/v1/models", "/healthz"} <= set(schema["paths"])
+    # every status the API answers is documented: 401 on every protected operation, and the
+    # invocations' 413 (too many rows) and 503 (no loaded version)
+    operations = [(path, op) for path, ops in schema["paths"].items() for op in ops.values()]
+    assert all("401" in op["responses"] for path, op in operations if path != "/healthz"), \
+        [path for path, op in operations if path != "/healthz" and "401" not in op["responses"]]
+    assert {"404", "413", "422", "503"} <= set(schema["paths"]["/v1/{family}/invocations"]["post"]["responses"])
     assert requests.get(f"{base}/docs", timeout=5).status_code == 200
 
 
