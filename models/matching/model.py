@@ -283,8 +283,8 @@ def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: N
     segment = [seg_top[s] for s in seg]
     # recent popularity without what the member already bought: where items are seldom bought twice
     # (films, durables), the baseline a brand would use
-    history = state.history
-    unseen = [global_order_excluding(state, history.indices[history.indptr[m]:history.indptr[m + 1]], k)
+    history, order = state.history, popularity_order(state)
+    unseen = [order[np.isin(order, history.indices[history.indptr[m]:history.indptr[m + 1]], invert=True)][:k]
               for m in members]
     baselines = {"popularity": popularity, "segment_popularity": segment, "popularity_unseen": unseen}
     oracle = oracle_rankings(data, state, members, cutoff, end, k)
@@ -322,12 +322,11 @@ SERVED = {"ranker": "ndcg_at_{k}", "popularity": "ndcg_at_{k}_popularity",
 """The rankings a registered model may serve, and the holdout metric that chooses between them."""
 
 
-def global_order_excluding(state: MatchingState, bought: np.ndarray, k: int) -> np.ndarray:
-    """The k most popular available items (recent popularity) that are not in `bought`."""
+def popularity_order(state: MatchingState) -> np.ndarray:
+    """The available items, most popular (recent popularity) first: sorted once per snapshot."""
     available = state.items["available"].to_numpy()
     order = np.argsort(-np.where(available, state.items["popularity"].to_numpy(), -1.0), kind="stable")
-    keep = np.isin(order, bought, invert=True) & available[order]
-    return order[keep][:k]
+    return order[available[order]]
 
 
 def oracle_rankings(data: MatchingData, state: MatchingState, members: np.ndarray, cutoff: dt.date, end: dt.date,
