@@ -244,8 +244,9 @@ def train() -> None:
     """Train a model family, evaluate it against its baselines and register a candidate."""
 
 
-def _train(ctx: click.Context, family: str, lake: str | None, config_path: str | None) -> None:
-    """Train one family, register its candidate and print the headline metrics."""
+def _train(ctx: click.Context, family: str, lake: str | None, config_path: str | None, **options) -> None:
+    """Train one family, register its candidate and print the headline metrics. `options` go to
+    the family's job (demand: as_of)."""
     from jobs.families import FAMILY_JOBS
 
     spec = FAMILY_JOBS[family]
@@ -256,7 +257,7 @@ def _train(ctx: click.Context, family: str, lake: str | None, config_path: str |
     runtime = _runtime(ctx, lake)
     ensure_ray(runtime)
     result = spec.job().main(config, runtime.lake, runtime.tracking_uri, config_path=path,
-                             artifact_root=runtime.artifact_root)
+                             artifact_root=runtime.artifact_root, **options)
     click.echo(f"registered quanyu-{family} version {result.version} (alias candidate), run {result.run_id}, "
                f"{spec.date_word} {result.origin}, {result.seconds} s")
     width = max(len(k) for k in spec.headline) + 2
@@ -285,7 +286,23 @@ def _train_command(family: str, summary: str):
     return command
 
 
-train_demand = _train_command("demand", "Demand: units per store × SKU × day, 28 days ahead, with P10/P90.")
+as_of_option = click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None,
+                            help="The lake as it was on this day (YYYY-MM-DD): later days are not read [default: "
+                                 "the lake's last day].")
+
+
+@train.command("demand")
+@lake_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Family config [default: configs/demand.yaml when present, else built-in defaults].")
+@as_of_option
+@click.pass_context
+def train_demand(ctx, lake, config_path, as_of) -> None:
+    """Demand: units per store × SKU × day, 28 days ahead, with P10/P90. With --as-of, a backtest's
+    model: trained on the days up to that day only."""
+    _train(ctx, "demand", lake, config_path, **({"as_of": as_of.date()} if as_of else {}))
+
+
 train_matching = _train_command(
     "matching", "Matching: candidates from seven sources, a LambdaRank ranker, audiences for new products.")
 train_location = _train_command(
@@ -662,9 +679,12 @@ def predict() -> None:
 @predict.command("demand")
 @lake_option
 @click.option("--alias", default="champion", show_default=True, help="Which registered version to score with.")
+@click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Forecast the days after this day (YYYY-MM-DD) from the lake's history up to it "
+                   "[default: the day the model was trained up to].")
 @click.pass_context
-def predict_demand(ctx, lake, alias) -> None:
-    """28-day forecasts (P10/P50/P90) for every active store × SKU."""
+def predict_demand(ctx, lake, alias, as_of) -> None:
+    """28-day forecasts (P10/P50/P90) for every active store × SKU, into forecasts/demand/dt=<origin>/."""
     from mlflow.exceptions import MlflowException
 
     from jobs import predict_demand as job
@@ -672,23 +692,36 @@ def predict_demand(ctx, lake, alias) -> None:
     runtime = _runtime(ctx, lake)
     ensure_ray(runtime)
     try:
-        result = job.main(runtime.lake, runtime.tracking_uri, alias=alias)
+        result = job.main(runtime.lake, runtime.tracking_uri, alias=alias, as_of=as_of.date() if as_of else None)
     except MlflowException as exc:
         raise click.ClickException(f"no quanyu-demand version with alias {alias!r} in {runtime.tracking_uri} "
                                    f"({exc.message.splitlines()[0][:120]}); train one with quanyu train demand, then "
                                    "quanyu models promote demand <version> (or pass --alias candidate)") from None
     click.echo(f"quanyu-demand v{result.version} (origin {result.origin}): {result.series:,} series, "
                f"{result.rows:,} rows → {result.path} in {result.seconds} s")
+    if result.backtest:
+        b = result.backtest
+        click.echo(f"backtest on the lake's {b['days']} day(s) after {result.origin} ({b['rows']:,} rows): WRMSSE "
+                   f"{b['wrmsse']:.3f} (28-day moving average {b['wrmsse_moving_average']:.3f}); P10–P90 held "
+                   f"{b['coverage_rows']:.0%} of rows, {b['coverage_units']:.0%} of units")
+    if result.in_sample:
+        click.echo(f"note: v{result.version} was trained on days up to {result.model_origin}, after {result.origin}: "
+                   f"these forecasts are in-sample. For a backtest, train on the lake as of that day: quanyu train "
+                   f"demand --as-of {result.origin}, then predict with that version.", err=True)
 
 
 @cli.command("demo")
-@click.option("--scale", type=click.Choice(list(SCALES)), default="small", show_default=True)
+@click.option("--scale", type=click.Choice(list(SCALES)), default="chain", show_default=True,
+              help="The generated brand: chain (30 cities, 600 stores, 60 SKUs) is the smallest whose stores "
+                   "teach the location family enough to pass its gate, so all three families serve.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @lake_option
+@click.option("--retrain-config", "retrain_config", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The retrain's config (families, gates, family configs) [default: configs/retrain.yaml].")
 @click.pass_context
-def demo(ctx, scale, port, lake) -> None:
+def demo(ctx, scale, port, lake, retrain_config) -> None:
     """The whole loop on generated data: the lake (generated if missing, validated), the daily
-    retrain, serving in the background; then the URLs to look at."""
+    retrain, serving in the background; then the URLs to look at (about 6 minutes on 2 cores)."""
     from jobs import describe, generate, retrain, serve, validate
 
     runtime = _runtime(ctx, lake)
@@ -707,8 +740,8 @@ def demo(ctx, scale, port, lake) -> None:
         for v in checked.violations[:20]:
             click.echo(v.line())
         ctx.exit(1)
-    click.echo("3/4 the daily retrain (merge, train the three families, gate, promote) …")
-    config = _retrain_config()
+    config = _retrain_config(retrain_config)
+    click.echo(f"3/4 the daily retrain (merge, train {', '.join(config.families)}, gate, promote) …")
     result = retrain.main(config, lake, runtime.tracking_uri, runtime.home, artifact_root=runtime.artifact_root)
     for line in retrain.summary_lines(result, config.gates):
         click.echo("    " + line)
@@ -724,8 +757,9 @@ def demo(ctx, scale, port, lake) -> None:
     except (RuntimeError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
     for f in info["families"]:
-        click.echo(f"    {f['family']:<9} " + (f"quanyu-{f['family']} v{f['version']}" if f["version"] else
-                                              "no champion: the gate refused every candidate (see above)"))
+        why = ("no champion: the gate refused every candidate (see above)" if f["family"] in config.families
+               else "no champion: not one of the retrain's families")
+        click.echo(f"    {f['family']:<9} " + (f"quanyu-{f['family']} v{f['version']}" if f["version"] else why))
     url = info["url"]
     click.echo(f"""
 Open:

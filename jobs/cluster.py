@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from jobs.runtime import private_token
 
 STATE = "cluster.json"
 
@@ -84,10 +85,7 @@ def up(config_path: Path, home: Path, port: int | None = None, timeout: float = 
     resolved.write_text(yaml.safe_dump(config))
     log = open(folder / "ray.log", "ab")
     # token authentication on, explicitly: every client needs the token (`auth_env`)
-    token = folder / "auth_token"  # this cluster's own token, readable by this user only
-    if not token.exists():
-        token.touch(mode=0o600)
-        token.write_text(secrets.token_hex(32))
+    token = private_token(folder / "auth_token")  # this cluster's own token
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN_PATH": str(token),
            "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}

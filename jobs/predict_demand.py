@@ -2,7 +2,9 @@
 
 Steps:
 1. download the registered version (`models:/quanyu-demand@<alias>`, default champion) once;
-2. list the active store × SKU series: those with a row in the model's last 28 days of history;
+   with `as_of`, rebuild its snapshot of recent history from the lake's curated demand up to
+   that day (the origin becomes `as_of`: a backtest's forecasts, or a fresher lake's);
+2. list the active store × SKU series: those with a row in the last 28 days before the origin;
 3. score them with Ray Data — one actor per worker loads the forecaster once and forecasts a
    batch of series for every day of the horizon, with the planned prices and promotions;
 4. write Parquet under forecasts/demand/dt=<origin>/ (replacing an earlier run of that origin).
@@ -10,6 +12,7 @@ Steps:
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import tempfile
 import time
@@ -19,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lake.store import Lake
-from models.demand.forecaster import DemandForecaster
+from jobs.runtime import quiet_data_context
+from lake.store import Lake, LakeError
+from models.demand.forecaster import DemandForecaster, lookback_days
+from models.metrics import series_scales, wrmsse
 from models.registry import model_uri
 
 
@@ -32,13 +37,19 @@ class PredictResult:
     rows: int
     path: str
     seconds: float
+    model_origin: str = ""  # the last day the model was trained on
+    in_sample: bool = False  # the origin is before model_origin: the model saw the days it forecasts
+    backtest: dict | None = None  # when the lake has days after the origin: the forecasts scored on them
 
 
 class _ForecastBatch:
-    """A Ray Data actor: loads the forecaster once, forecasts batches of series."""
+    """A Ray Data actor: loads the forecaster once (from the folder of its subclass, see
+    `_batches_from`), forecasts batches of series."""
 
-    def __init__(self, folder: str) -> None:
-        self.forecaster = DemandForecaster.load(folder)
+    folder: str
+
+    def __init__(self) -> None:
+        self.forecaster = DemandForecaster.load(self.folder)
         self.horizon = self.forecaster.config.features.horizon
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -51,9 +62,11 @@ class _ForecastBatch:
                            origin=f.origin_)
 
 
-def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: int = 500) -> PredictResult:
+def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: int = 500,
+         as_of: dt.date | None = None) -> PredictResult:
     """Score every active series; Ray must be initialised. Raises mlflow's error when the
-    alias does not exist (the CLI turns it into a message)."""
+    alias does not exist (the CLI turns it into a message), LakeError when `as_of` needs curated
+    demand the lake does not have, ValueError when it has none before `as_of`."""
     import mlflow
     import ray.data
 
@@ -65,6 +78,10 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
         local = mlflow.artifacts.download_artifacts(uri, dst_path=tmp)
         folder = str(Path(local) / "artifacts" / "forecaster")
         forecaster = DemandForecaster.load(folder)
+        model_origin = forecaster.origin_
+        if as_of is not None:
+            forecaster = forecaster.as_of(_demand_up_to(lake, forecaster, as_of), as_of)
+            folder = str(forecaster.save(Path(tmp) / "as_of"))
         recent = forecaster.panel_.units[:, -28:]
         active = forecaster.panel_.series[~np.isnan(recent).all(axis=1)].reset_index(drop=True)
         target = lake.partition_dir("forecasts", "demand", forecaster.origin_)
@@ -73,11 +90,65 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
         # the actor pool leaves one CPU free: actors holding every CPU would starve the tasks
         # that feed them (a deadlock on a small cluster)
         actors = max(1, min(4, int(ray.cluster_resources().get("CPU", 1)) - 1))
+        # no actor restarts: a lost actor fails the job, and a rerun replaces the partition whole
+        # (a restartable actor would also have Ray warn about its arguments in the object store)
+        quiet_data_context()
         ray.data.from_pandas(active).repartition(max(1, len(active) // batch_series)).map_batches(
-            _ForecastBatch, fn_constructor_args=(folder,), batch_format="pandas", batch_size=batch_series,
-            concurrency=actors, num_cpus=1).write_parquet(str(staging))
+            _batches_from(folder), batch_format="pandas", batch_size=batch_series,
+            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, max_restarts=0).write_parquet(str(staging))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-    rows = sum(pd.read_parquet(p, columns=["p50"]).shape[0] for p in target.glob("*.parquet"))
-    return PredictResult(version=str(version), origin=str(forecaster.origin_), series=len(active), rows=rows,
-                         path=str(target), seconds=round(time.monotonic() - started, 1))
+        forecasts = pd.read_parquet(target)
+        scored = backtest(lake, forecaster, forecasts)
+    return PredictResult(version=str(version), origin=str(forecaster.origin_), series=len(active), rows=len(forecasts),
+                         path=str(target), seconds=round(time.monotonic() - started, 1),
+                         model_origin=str(model_origin), in_sample=forecaster.origin_ < model_origin,
+                         backtest=scored)
+
+
+def _batches_from(folder: str) -> type[_ForecastBatch]:
+    """The actor class bound to `folder`. A class attribute rather than a constructor argument:
+    Ray keeps constructor arguments in the object store and warns that a restarted actor could
+    lose them; a class travels with the actor's definition."""
+    return type("ForecastBatch", (_ForecastBatch,), {"folder": folder})
+
+
+def backtest(lake: Lake, forecaster: DemandForecaster, forecasts: pd.DataFrame) -> dict | None:
+    """The forecasts scored on the lake's curated days after their origin, when it has any: the
+    WRMSSE of P50 and of the 28-day moving average on the same rows (the simple peer), and how
+    much of the actual units and rows fell inside P10–P90. None when no day follows the origin."""
+    origin = forecaster.origin_
+    horizon = forecaster.config.features.horizon
+    after = [d for d in lake.partitions("curated", "demand_daily") if origin < d <= origin + dt.timedelta(days=horizon)]
+    if not after:
+        return None
+    columns = ["dt", "store_id", "sku_id", "units_sold", "revenue_net"]
+    actual = lake.read_all("curated", "demand_daily", columns=columns, days=after).to_pandas()
+    keys = ["store_id", "sku_id", "dt"]
+    rows = actual.assign(dt=pd.to_datetime(actual["dt"])).merge(
+        forecasts[[*keys, "p10", "p50", "p90"]].assign(dt=lambda f: pd.to_datetime(f["dt"])), on=keys)
+    if rows.empty:
+        return None
+    rows["moving_average"] = forecaster.moving_averages(rows["store_id"].to_numpy(object), rows["sku_id"].to_numpy(object))
+    history = lake.read_all("curated", "demand_daily", columns=columns,
+                            days=[d for d in lake.partitions("curated", "demand_daily")
+                                  if origin - dt.timedelta(days=lookback_days(forecaster.config)) < d <= origin]).to_pandas()
+    scales = series_scales(history)
+    units = rows["units_sold"].to_numpy(dtype=float)
+    inside = (units >= rows["p10"].to_numpy()) & (units <= rows["p90"].to_numpy())
+    return {"days": len(after), "rows": len(rows),
+            "wrmsse": wrmsse(None, rows, prediction="p50", scales=scales),
+            "wrmsse_moving_average": wrmsse(None, rows, prediction="moving_average", scales=scales),
+            "coverage_rows": float(inside.mean()),
+            "coverage_units": float(units[inside].sum() / units.sum()) if units.sum() > 0 else float("nan")}
+
+
+def _demand_up_to(lake: Lake, forecaster: DemandForecaster, day: dt.date) -> pd.DataFrame:
+    """The curated demand rows the forecaster's snapshot is rebuilt from, as of `day`."""
+    days = [d for d in lake.partitions("curated", "demand_daily")
+            if day - dt.timedelta(days=lookback_days(forecaster.config)) < d <= day]
+    if not days:
+        raise LakeError(f"the lake at {lake.root} has no curated demand on or before {day}; "
+                        f"choose a later --as-of (quanyu data describe shows the days) or run quanyu data merge")
+    return lake.read_all("curated", "demand_daily", columns=["dt", "store_id", "sku_id", "units_sold"],
+                         days=days).to_pandas()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,30 @@ def ray_temp_dir(home: Path) -> str | None:
     return str(folder) if len(str(folder)) <= RAY_TEMP_DIR_MAX else None
 
 
+def private_token(path: Path) -> Path:
+    """A Ray authentication token at `path`, created (random, readable by this user only) when
+    missing: a cluster of Quanyu's own gets its own token, not the user's ~/.ray/auth_token."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path
+
+
+def _token_auth_on(token: Path) -> None:
+    """Token authentication on, explicitly, for the local Ray this process starts (and its
+    children): Ray would turn it on anyway and say so on every command; chosen here, it is
+    silent and the token is QUANYU_HOME's own. A mode the user set (RAY_AUTH_MODE) stands."""
+    if os.environ.get("RAY_AUTH_MODE") not in (None, "token"):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(private_token(token)))
+    from ray._raylet import Config
+
+    Config.initialize("")  # Ray reads its mode once per process: read it again (as ray.init's own default does)
+
+
 def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
     """Connect to the configured Ray cluster, or start a local one (session files under
     QUANYU_HOME/ray); reuse one already running in this process (tests, notebooks)."""
@@ -63,6 +88,7 @@ def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
         os.environ.update(auth_env(runtime.home, runtime.ray_address))  # `quanyu cluster up`'s token
         ray.init(address=runtime.ray_address, log_to_driver=True)
         return
+    _token_auth_on(runtime.home / "ray_auth_token")
     temp_dir = ray_temp_dir(runtime.home)
     if temp_dir is None:
         print(f"note: Ray's session files go to /tmp/ray: {runtime.home / 'ray'} is longer than "
@@ -70,3 +96,17 @@ def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
     # address="local": always a Ray of our own, never one a `ray start` on this machine left running
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, configure_logging=True,
              logging_level="WARNING", _temp_dir=temp_dir)
+
+
+def quiet_data_context() -> None:
+    """Ray Data in a command: no execution plan and per-operator progress lines on the terminal
+    (the command says what it does; Ray Data's own log under the session folder keeps them)."""
+    import logging
+
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.WARNING)

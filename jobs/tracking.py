@@ -140,8 +140,8 @@ def register(family: str, python_model, artifacts: dict[str, str], input_example
     point `candidate` at the new version; returns the version."""
     import mlflow
 
-    with warnings.catch_warnings():  # the input example's integer columns: MLflow's hint about missing values
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings(), _known_mlflow_notices_dropped():
+        warnings.simplefilter("ignore", UserWarning)  # the input example's integer columns: a hint about missing values
         info = mlflow.pyfunc.log_model(
             name="model", python_model=python_model, artifacts=artifacts,
             code_paths=[str(REPO / "models"), str(REPO / "lake")], registered_model_name=registered_name(family),
@@ -152,6 +152,50 @@ def register(family: str, python_model, artifacts: dict[str, str], input_example
     _tag_if_below_baseline(family, version)
     set_alias(family, version, CANDIDATE)
     return version
+
+
+# What MLflow says on every registration that a Quanyu user can do nothing about (train prints the
+# version it registered, and why a pyfunc's signature is what it is, in one line of its own):
+# - "Passing a Python object as `python_model` … CloudPickle": the pickled object is a stateless
+#   wrapper; the version's code travels as code_paths and its state as plain files (no pickle);
+# - "Failed to infer model signature: Type hint …" and "Inferring model signature …": the demand
+#   pyfunc takes rows whose optional columns a signature cannot say; the others infer theirs;
+# - "Successfully registered model", "… already exists. Creating a new version", "Created version":
+#   printed to stderr by the registry's fluent API; train says the same in one line.
+KNOWN_MLFLOW_NOTICES = ("Passing a Python object as `python_model`", "Failed to infer model signature",
+                        "Inferring model signature", "Successfully registered model", "Registered model ",
+                        "Created version ")
+
+
+@contextmanager
+def _known_mlflow_notices_dropped() -> Iterator[None]:
+    """Drops MLflow's KNOWN_MLFLOW_NOTICES (log records and stderr lines) while registering; any
+    other line MLflow writes still reaches stderr."""
+    import io
+    import logging
+    import sys
+    from contextlib import redirect_stderr
+
+    def known(text: str) -> bool:
+        return any(text.startswith(n) for n in KNOWN_MLFLOW_NOTICES)
+
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not known(record.getMessage())
+
+    loggers = [logging.getLogger(name) for name in ("mlflow.pyfunc", "mlflow.models.model", "mlflow.models.signature")]
+    drop, captured = Drop(), io.StringIO()
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        with redirect_stderr(captured):
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+        for line in captured.getvalue().splitlines():
+            if line.strip() and not known(line.strip()):
+                print(line, file=sys.stderr)
 
 
 def _tag_if_below_baseline(family: str, version: str) -> None:

@@ -32,17 +32,21 @@ from models.demand.forecaster import DemandData, DemandForecaster
 DEMAND_COLUMNS = ["dt", "store_id", "sku_id", "units_sold", "revenue_net", "list_price", "offer_discount_pct"]
 
 
-def read_demand_data(lake: Lake, with_truth: bool = True,
-                     truth_days: int | None = None) -> tuple[DemandData, pd.DataFrame | None]:
+def read_demand_data(lake: Lake, with_truth: bool = True, truth_days: int | None = None,
+                     as_of: dt.date | None = None) -> tuple[DemandData, pd.DataFrame | None]:
     """The frames the demand family reads, and the oracle's expected demand when truth/ exists
     and `with_truth`: of the last `truth_days` days only when given (the days the evaluation
-    scores; all of truth is as large as the demand itself, 2 GB more at medium scale).
-    Raises LakeError when the lake is not merged."""
-    if not lake.partitions("curated", "demand_daily"):
-        raise LakeError(f"no curated demand under {lake.root}; run quanyu data merge first")
+    scores; all of truth is as large as the demand itself, 2 GB more at medium scale). With
+    `as_of`, the lake as it was that day: no curated day after it.
+    Raises LakeError when the lake is not merged (up to `as_of`)."""
+    days = [d for d in lake.partitions("curated", "demand_daily") if as_of is None or d <= as_of]
+    if not days:
+        raise LakeError(f"no curated demand under {lake.root}" + (f" on or before {as_of}" if as_of else "")
+                        + "; run quanyu data merge first" + (" or choose a later --as-of" if as_of else ""))
     # store and SKU ids as categoricals: as strings they are 44 bytes a row (3 GB at medium scale,
     # copied again by every filter); as codes, 4
-    demand = lake.read_all("curated", "demand_daily", columns=DEMAND_COLUMNS).to_pandas(strings_to_categorical=True)
+    demand = lake.read_all("curated", "demand_daily", columns=DEMAND_COLUMNS,
+                           days=days).to_pandas(strings_to_categorical=True)
 
     def read(table: str, absent=None) -> pd.DataFrame | None:
         # complete(): every optional column of the contract is present (as nulls if the brand
@@ -56,7 +60,7 @@ def read_demand_data(lake: Lake, with_truth: bool = True,
                       calendar=read("calendar", empty(RAW_TABLES["calendar"]).to_pandas()),
                       promotions=read("promotions", empty(RAW_TABLES["promotions"]).to_pandas()), prices=read("prices"))
     truth = None
-    days = lake.partitions("truth", "expected_demand") if with_truth else []
+    days = [d for d in lake.partitions("truth", "expected_demand") if as_of is None or d <= as_of] if with_truth else []
     if truth_days:
         first = max(demand["dt"]) - dt.timedelta(days=truth_days - 1)
         days = [d for d in days if d >= first]
@@ -132,8 +136,10 @@ def holdout_metrics(config: DemandConfig, lake: Lake) -> dict[str, float]:
 
 
 def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
-         artifact_root: str | None = None, run_tags: dict | None = None) -> TrainResult:
-    """Train, evaluate, log and register; Ray must be initialised."""
+         artifact_root: str | None = None, run_tags: dict | None = None, as_of: dt.date | None = None) -> TrainResult:
+    """Train, evaluate, log and register; Ray must be initialised. With `as_of`, on the lake as
+    it was that day (a backtest: `quanyu predict demand --as-of` the same day, then compare
+    with the days that followed)."""
     import mlflow
 
     from models.demand.pyfunc import DemandPyfunc
@@ -143,7 +149,7 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
     def say(line: str) -> None:
         print(f"train demand: {line} [{time.monotonic() - started:.0f} s]", file=sys.stderr, flush=True)
 
-    data, truth = read_demand_data(lake, truth_days=evaluated_days(config))
+    data, truth = read_demand_data(lake, truth_days=evaluated_days(config), as_of=as_of)
     say(f"read {len(data.demand):,} demand rows")
     evaluation, last_origin = evaluate(data, config, truth, progress=say)
     forecaster = DemandForecaster(config).fit(data).blend(evaluation.blend_weights)
@@ -156,7 +162,8 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
 
     first, last_day = min(data.demand["dt"]), max(data.demand["dt"])
     tags = {"lake": str(lake.root), "lake_first_dt": str(first), "lake_last_dt": str(last_day),
-            "layout": forecaster.layout_.describe(), "config_path": config_path or "defaults"}
+            "layout": forecaster.layout_.describe(), "config_path": config_path or "defaults",
+            **({"as_of": str(as_of)} if as_of else {})}
     params = {"training_rows": forecaster.training_rows_, "origins": ",".join(str(o.origin) for o in evaluation.origins),
               "blend_weights": json.dumps(evaluation.blend_weights)}
     tags.update(run_tags or {})  # e.g. the daily retrain's parent run

@@ -9,6 +9,7 @@ loads from a plain folder (booster text, JSON, Parquet, npz): no pickle.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class DemandForecaster:
         demand = data.demand
         origin = origin or max(demand["dt"])
         first_train_day = origin - dt.timedelta(days=training.history_days)
-        first_panel_day = first_train_day - dt.timedelta(days=spec.history_days)
+        first_panel_day = origin - dt.timedelta(days=lookback_days(self.config))
         history_rows = demand[(demand["dt"] <= origin) & (demand["dt"] > first_panel_day)]
         if history_rows.empty:
             raise ValueError(f"no demand rows up to {origin}; merge the lake first")
@@ -109,14 +110,38 @@ class DemandForecaster:
         self.categorical_ = categorical
         self.origin_ = origin
         self.training_rows_ = len(rows)
-        keep = 7 * (spec.same_weekday_weeks + 1) + 1
-        self.panel_, self.history_ = _tail(panel, history, keep)
+        self.panel_, self.history_ = _tail(panel, history, _snapshot_days(spec))
         self.tables_ = {"products": data.products, "stores": data.stores, "calendar": data.calendar,
                         "promotions": data.promotions, "prices": data.prices}
         self.residual_quantiles_: pd.DataFrame | None = None
         self.blend_: dict[int, float] = {}
         self._lookup_tables = self._attributes_cache = self._plan = self._levels = None
         return self
+
+    def as_of(self, demand: pd.DataFrame, day: dt.date) -> "DemandForecaster":
+        """A copy of this fitted model that forecasts the days after `day` from the history in
+        `demand` (curated demand_daily rows; days after `day` are ignored): the booster, the
+        tables, the blend and the intervals stay, the snapshot of recent history is rebuilt.
+        Forecasting from a day before the model's own origin is in-sample (the model saw the
+        days that follow); a backtest trains with the same as-of day. Raises ValueError when
+        `demand` has no row in the history the features look back on."""
+        spec = self.config.features
+        first = day - dt.timedelta(days=lookback_days(self.config))  # the panel fit() builds
+        days = pd.to_datetime(demand["dt"]).dt.date
+        rows = demand[(days <= day) & (days > first)]
+        if not (days[days <= day] > day - dt.timedelta(days=spec.history_days)).any():
+            raise ValueError(f"no demand rows in the {spec.history_days} days up to {day}: "
+                             f"choose a day the lake covers")
+        panel = build_panel(rows)
+        end = panel.start + dt.timedelta(days=panel.days - 1)
+        if end < day:  # no sale anywhere on the last days: those days are unknown, not zero
+            gap = np.full((panel.units.shape[0], (day - end).days), np.nan, dtype=np.float32)
+            panel = Panel(panel.series, panel.start, np.concatenate([panel.units, gap], axis=1))
+        other = copy.copy(self)
+        other.origin_ = day
+        other.panel_, other.history_ = _tail(panel, history_features(panel, spec), _snapshot_days(spec))
+        other._plan = other._levels = None  # both follow the origin and the panel
+        return other
 
     # --- prediction -----------------------------------------------------------------------
     def _attributes(self) -> Attributes:
@@ -436,6 +461,17 @@ def apply_what_if(rows: Rows, what_if: dict) -> Rows:
     elif what_if.get("promo") is False:
         rows["offer_discount_pct"] = np.zeros(n)
     return rows
+
+
+def lookback_days(config: DemandConfig) -> int:
+    """How many days before its origin a fit reads: the training days and the history their
+    features look back on."""
+    return config.training.history_days + config.features.history_days
+
+
+def _snapshot_days(spec) -> int:
+    """How many of the last panel days a fitted model keeps: what its history features read."""
+    return 7 * (spec.same_weekday_weeks + 1) + 1
 
 
 def _tail(panel: Panel, history: History, days: int) -> tuple[Panel, History]:

@@ -5,6 +5,9 @@ recommendation, with no placeholder rows and no traceback."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import mlflow
 import pandas as pd
 import pytest
@@ -63,10 +66,30 @@ def test_one_csv_of_an_online_only_brand_trains_demand_and_matching(export, ray_
 
     (tmp_path / "demand.yaml").write_text(yaml.safe_dump(DEMAND_FAST.model_dump(mode="json")))
     (tmp_path / "matching.yaml").write_text(yaml.safe_dump(MATCHING_FAST.model_dump(mode="json")))
-    for family in ("demand", "matching"):
-        code, out = run(["train", family, "--lake", str(lake), "--config", str(tmp_path / f"{family}.yaml")], capsys)
+    # demand as a backtest: trained on the lake as it was 28 days before its end, forecasts from that
+    # day scored on the 28 days that followed, next to the 28-day moving average
+    last = max(pd.to_datetime(frame["Day"])).date()
+    as_of = str(last - dt.timedelta(days=28))
+    for family, extra in (("demand", ["--as-of", as_of]), ("matching", [])):
+        code, out = run(["train", family, "--lake", str(lake), "--config", str(tmp_path / f"{family}.yaml"), *extra],
+                        capsys)
         assert code == 0 and "Traceback" not in out, out
         assert f"next: quanyu models promote {family} 1" in out
+        if family == "demand":
+            assert f"origin {as_of}" in out
+    code, out = run(["predict", "demand", "--lake", str(lake), "--alias", "candidate", "--as-of", as_of], capsys)
+    assert code == 0 and "in-sample" not in out, out
+    forecasts = pd.read_parquet(lake / "forecasts" / "demand" / f"dt={as_of}")
+    assert forecasts["dt"].nunique() == 28 and str(min(forecasts["dt"]))[:10] > as_of
+    backtest = re.search(r"backtest on the lake's 28 day\(s\) after .*: WRMSSE ([\d.]+) \(28-day moving average "
+                         r"([\d.]+)\); P10–P90 held (\d+)% of rows, (\d+)% of units", out)
+    assert backtest, out
+    assert 0 < float(backtest[1]) < 3 and 0 < float(backtest[2]) < 3
+    earlier = str(last - dt.timedelta(days=42))
+    code, out = run(["predict", "demand", "--lake", str(lake), "--alias", "candidate", "--as-of", earlier], capsys)
+    assert code == 0 and f"trained on days up to {as_of}, after {earlier}: these forecasts are in-sample" in out, out
+    code, out = run(["predict", "demand", "--lake", str(lake), "--alias", "candidate", "--as-of", "2001-01-01"], capsys)
+    assert code == 2 and "no curated demand on or before 2001-01-01" in out and "Traceback" not in out, out
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
     forecaster = mlflow.pyfunc.load_model("models:/quanyu-demand@candidate").unwrap_python_model().forecaster
     store, sku = forecaster.panel_.series["store_id"].iat[0], forecaster.panel_.series["sku_id"].iat[0]
