@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -234,6 +235,12 @@ def _describe_text(info: dict) -> str:
             lines.append(f"  members {oneid['members']:,}, of whom {oneid['members_with_purchases']:,} bought in the lake's period")
     else:
         lines.append("\nnot merged yet — run quanyu data merge")
+    if info.get("weeks"):
+        lines.append(f"\nlast trading weeks (starting {info['week_start']}; settings.yaml week_start)")
+        for w in info["weeks"]:
+            partial = "" if w["days"] == 7 else f"  ({w['days']} of 7 days in the lake)"
+            lines.append(f"  week of {w['week_of']}: {w['units_net']:>10,} units  "
+                         f"{w['revenue_net']:>14,.0f} {info['currency']}{partial}")
     if info["quarantined_partitions"]:
         lines.append(f"\nquarantined partitions: {len(info['quarantined_partitions'])} (under quarantine/)")
     return "\n".join(lines)
@@ -649,7 +656,7 @@ def sites() -> None:
 @click.option("--k", "k", type=click.IntRange(1, 50), default=5, show_default=True, help="How many sites.")
 @click.option("--min-distance-km", type=click.FloatRange(0, 100), default=None,
               help="Minimum distance to own stores and between picks.")
-@click.option("--max-rent", type=click.FloatRange(0), default=None, help="Maximum rent, CNY per m² per month.")
+@click.option("--max-rent", type=click.FloatRange(0), default=None, help="Maximum rent per m² per month, in the lake's currency.")
 @click.option("--exclude", multiple=True, help="Site id to leave out (repeatable).")
 @click.option("--include", multiple=True, help="Site id to force in (repeatable).")
 @click.option("--objective", type=click.Choice(["net_gain", "coverage"]), default="net_gain", show_default=True)
@@ -659,6 +666,7 @@ def sites() -> None:
 def sites_recommend(ctx, city, k, min_distance_km, max_rent, exclude, include, objective, fmt, alias) -> None:
     """Choose k candidate sites in a city for the largest net gain (or population coverage)."""
     from jobs.recommend_sites import load_recommender, render
+    from lake.settings import DEFAULT_CURRENCY
     from models.location.recommender import RecommendError
 
     runtime = _runtime(ctx, None)
@@ -668,7 +676,8 @@ def sites_recommend(ctx, city, k, min_distance_km, max_rent, exclude, include, o
                                        exclude=list(exclude), include=list(include), objective=objective)
     except RecommendError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(render(result, version, recommender.meta.get("data_date"), fmt), nl=False)
+    click.echo(render(result, version, recommender.meta.get("data_date"), fmt,
+                      recommender.meta.get("currency", DEFAULT_CURRENCY)), nl=False)
 
 
 @cli.group()
@@ -924,8 +933,12 @@ def main(argv: list[str] | None = None) -> None:
     from lake.store import LakeError
     from pydantic import ValidationError
 
+    from jobs.runtime import RayStartError
+
     # artifact downloads print a progress bar per file; the jobs say what they do instead
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # "Creating initial MLflow database tables...": the first command in a new QUANYU_HOME
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     try:
         code = cli.main(args=argv, prog_name="quanyu", standalone_mode=False)
     except click.exceptions.Exit as done:
@@ -936,7 +949,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except (LakeError, ValueError, ValidationError) as exc:
+    except (LakeError, ValueError, ValidationError, RayStartError) as exc:
         click.echo(f"quanyu: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
     except Exception as exc:  # a bug: say so plainly, keep the traceback for QUANYU_DEBUG

@@ -1,8 +1,10 @@
-"""Job: describe a lake — table sizes, date ranges, OneID match rates. Reads only Parquet
-metadata, plus two columns of curated sales_lines for the match rates."""
+"""Job: describe a lake — table sizes, date ranges, OneID match rates, the last trading weeks.
+Reads only Parquet metadata, plus two columns of curated sales_lines for the match rates and
+curated store_daily (a row per store and day) for the weeks."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -20,6 +22,25 @@ def _table_stats(lake: Lake, zone: str, table: str) -> dict | None:
             "bytes": sum(f.stat().st_size for f in files),
             "first_dt": days[0].isoformat() if days else None, "last_dt": days[-1].isoformat() if days else None,
             "partitions": len(days)}
+
+
+WEEK_STARTS = {"monday": 0, "saturday": 5, "sunday": 6}  # datetime.weekday() of the first day
+
+
+def trading_weeks(lake: Lake, count: int = 4) -> list[dict]:
+    """Net units and revenue of the lake's last `count` trading weeks, as the brand counts weeks
+    (settings.yaml week_start), newest last; a week the lake does not cover whole says how many
+    of its days it has."""
+    if not lake.partitions("curated", "store_daily"):
+        return []
+    first_day = WEEK_STARTS[lake.settings().week_start]
+    daily = lake.read_all("curated", "store_daily", columns=["dt", "units_net", "revenue_net"]).to_pandas()
+    days = pd.to_datetime(daily["dt"])
+    daily["week"] = (days - pd.to_timedelta((days.dt.weekday - first_day) % 7, unit="D")).dt.date
+    weeks = daily.groupby("week").agg(units_net=("units_net", "sum"), revenue_net=("revenue_net", "sum"),
+                                      days=("dt", "nunique")).tail(count)
+    return [{"week_of": week.isoformat(), "days": int(row.days), "units_net": int(row.units_net),
+             "revenue_net": round(float(row.revenue_net), 2)} for week, row in weeks.iterrows()]
 
 
 def main(lake: Lake) -> dict:
@@ -44,4 +65,6 @@ def main(lake: Lake) -> dict:
             active = lake.read_all("curated", "interactions", columns=["member_id"])
             oneid["members"] = members
             oneid["members_with_purchases"] = len(pc.unique(active["member_id"]))
-    return {"lake": str(lake.root), "tables": tables, "quarantined_partitions": quarantined, "oneid": oneid}
+    settings = lake.settings()
+    return {"lake": str(lake.root), "tables": tables, "quarantined_partitions": quarantined, "oneid": oneid,
+            "currency": settings.currency, "week_start": settings.week_start, "weeks": trading_weeks(lake)}

@@ -112,7 +112,7 @@ def main(config: ImportConfig, lake: Lake) -> ImportResult:
     spec = RAW_TABLES[imported.fact_table]
     lines = imported.lines
     for day, rows in lines.groupby("dt", sort=True):
-        lake.write("raw", imported.fact_table, conform(rows.drop(columns=["dt"]), spec), day)
+        lake.write("raw", imported.fact_table, conform(rows.drop(columns=["dt"]), spec, timezone=settings.timezone), day)
     result.rows[imported.fact_table] = len(lines)
     days = sorted(lines["dt"].unique())
     result.days, result.first, result.last = len(days), str(days[0]), str(days[-1])

@@ -106,7 +106,8 @@ def load_dimensions(lake: Lake) -> Dimensions:
     return Dimensions(stores=read(STORES), products=read(PRODUCTS),
                       promotions=read(PROMOTIONS, required=False, absent=empty(PROMOTIONS)),
                       prices=read(PRICES, required=False), assortment=read(ASSORTMENT, required=False),
-                      identities=identity_index(read(IDENTITIES, required=False, absent=empty(IDENTITIES))))
+                      identities=identity_index(read(IDENTITIES, required=False, absent=empty(IDENTITIES))),
+                      timezone=lake.settings().timezone)
 
 
 def day_fingerprint(lake: Lake, day: dt.date) -> list:

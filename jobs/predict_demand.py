@@ -16,6 +16,7 @@ import datetime as dt
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,12 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
         # no actor restarts: a lost actor fails the job, and a rerun replaces the partition whole
         # (a restartable actor would also have Ray warn about its arguments in the object store)
         quiet_data_context()
-        ray.data.from_pandas(active).repartition(max(1, len(active) // batch_series)).map_batches(
-            _batches_from(folder), batch_format="pandas", batch_size=batch_series,
-            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, max_restarts=0).write_parquet(str(staging))
+        with warnings.catch_warnings():  # Ray 2.60 takes max_restarts only in its deprecated **ray_remote_args
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            ray.data.from_pandas(active).repartition(max(1, len(active) // batch_series)).map_batches(
+                _batches_from(folder), batch_format="pandas", batch_size=batch_series,
+                compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                max_restarts=0).write_parquet(str(staging))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         forecasts = pd.read_parquet(target)

@@ -8,6 +8,7 @@ import json
 
 import click
 
+from lake.settings import DEFAULT_CURRENCY
 from models.location.recommender import Recommendation, SiteRecommender
 from models.registry import model_uri
 
@@ -43,9 +44,12 @@ def csv_rows(result: Recommendation) -> list[dict]:
     return rows
 
 
-def render(result: Recommendation, version: str, data_date: str | None, fmt: str) -> str:
+def render(result: Recommendation, version: str, data_date: str | None, fmt: str,
+           currency: str = DEFAULT_CURRENCY) -> str:
+    """The picks as text (a table), json or csv; money in `currency` (the lake's, kept with the model)."""
     if fmt == "json":
-        return json.dumps({"model_version": version, "data_date": data_date, **result.as_dict()}, indent=1,
+        return json.dumps({"model_version": version, "data_date": data_date, "currency": currency,
+                           **result.as_dict()}, indent=1,
                           ensure_ascii=False) + "\n"
     if fmt == "csv":
         out = io.StringIO()
@@ -61,6 +65,6 @@ def render(result: Recommendation, version: str, data_date: str | None, fmt: str
                      f"{p.net_gain:>12,.0f} {p.rent_per_sqm_month:>7.0f}  {p.reasons[0] if p.reasons else ''}")
         for reason in p.reasons[1:]:
             lines.append(f"{'':>67}{reason}")
-    lines.append(f"total net gain {result.total_net_gain:,.0f} CNY/yr"
+    lines.append(f"total net gain {result.total_net_gain:,.0f} {currency}/yr"
                  + (f", covered population {result.covered_population:,.0f}" if result.covered_population else ""))
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,6 @@ def _token_auth_on(token: Path) -> None:
 def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
     """Connect to the configured Ray cluster, or start a local one (session files under
     QUANYU_HOME/ray); reuse one already running in this process (tests, notebooks)."""
-    import sys
-
     import ray
 
     if ray.is_initialized():
@@ -94,8 +93,40 @@ def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
         print(f"note: Ray's session files go to /tmp/ray: {runtime.home / 'ray'} is longer than "
               f"{RAY_TEMP_DIR_MAX} characters, too long for Ray's sockets", file=sys.stderr)
     # address="local": always a Ray of our own, never one a `ray start` on this machine left running
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, configure_logging=True,
-             logging_level="WARNING", _temp_dir=temp_dir)
+    start_local_ray(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, configure_logging=True,
+                    logging_level="WARNING", _temp_dir=temp_dir)
+
+
+LOCAL_RAY_ATTEMPTS = 3
+"""How many times a local Ray gets to start. Ray gives its raylet 30 s to register (a constant in
+ray/_private/node.py, not a setting); on a busy machine it sometimes needs longer, and the next
+try, with the machine's caches warm, usually makes it."""
+
+
+class RayStartError(RuntimeError):
+    """The local Ray did not start; the message says what to do."""
+
+
+def start_local_ray(**init_args) -> None:
+    """ray.init(address="local", **init_args), tried LOCAL_RAY_ATTEMPTS times when the node times
+    out during start-up; then RayStartError saying what to do. Other errors pass through."""
+    import ray
+
+    for attempt in range(1, LOCAL_RAY_ATTEMPTS + 1):
+        try:
+            ray.init(address="local", **init_args)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for this one
+            if "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
+            if attempt < LOCAL_RAY_ATTEMPTS:
+                print(f"note: the local Ray did not start within Ray's 30 s (try {attempt} of "
+                      f"{LOCAL_RAY_ATTEMPTS}; the machine is busy); starting it again", file=sys.stderr)
+    raise RayStartError(
+        f"the local Ray did not start in {LOCAL_RAY_ATTEMPTS} tries (its raylet never registered within 30 s): "
+        "the machine is too busy or short of memory. Free some CPU or memory and run the command again, or "
+        "start Ray yourself (ray start --head) and pass its address with --ray-address")
 
 
 def quiet_data_context() -> None:
@@ -110,3 +141,7 @@ def quiet_data_context() -> None:
     context.print_on_execution_start = False
     for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled": we know
+    # "the Dataset job will hang unless more CPUs are freed up": Ray Data's guess when an actor
+    # pool holds CPUs at the moment it looks; Quanyu's pools leave a CPU free for their feeders
+    logging.getLogger("ray.data.dataset").setLevel(logging.ERROR)

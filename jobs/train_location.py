@@ -80,8 +80,9 @@ def _plots(evaluation: Evaluation, recommender: SiteRecommender, folder: Path) -
     ax.plot([0.01, top], [0.01, top], "k:", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("actual annualised revenue, M CNY")
-    ax.set_ylabel("predicted (out of fold), M CNY")
+    currency = recommender.meta["currency"]
+    ax.set_xlabel(f"actual annualised revenue, M {currency}")
+    ax.set_ylabel(f"predicted (out of fold), M {currency}")
     ax.set_title(f"Location model, spatial CV: Spearman {evaluation.metrics['spearman']:.2f} within cities")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -140,7 +141,8 @@ def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str
             f"decay {share.decay_km} km) stays")
     metrics.update({"cannibalisation_strength": share.strength, "cannibalisation_decay_km": share.decay_km})
     recommender = build_recommender(data, table, config, evaluation.smearing,
-                                    {k: metrics[k] for k in HEADLINE if k in metrics})
+                                    {**{k: metrics[k] for k in HEADLINE if k in metrics},
+                                     "currency": lake.settings().currency})
     say(f"scored {len(recommender.sites):,} candidate sites")
 
     tags = {"lake": str(lake.root), "data_date": str(data.data_date), "config_path": config_path or "defaults"}

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from jobs.progress import as_completed
 from lake.contract import DIMENSION_TABLES, FACT_TABLES, RAW_TABLES
 from lake.requirements import readiness
+from lake.settings import LakeSettings
 from lake.store import Lake
 from lake.validate import Violation, check_table, future_partition, key_hashes
 
@@ -87,7 +88,7 @@ def _read_file(path: Path, table: str, lake: Lake) -> tuple[pa.Table | None, Vio
                                "rewrite or remove it", file=str(path.relative_to(lake.root)))
 
 
-def _check_dimensions(lake: Lake) -> tuple[list[Violation], dict[str, set[str]], dict[str, str], dict[str, int]]:
+def _check_dimensions(lake: Lake, settings: LakeSettings) -> tuple[list[Violation], dict[str, set[str]], dict[str, str], dict[str, int]]:
     violations: list[Violation] = []
     tables: dict[str, pa.Table] = {}
     rows: dict[str, int] = {}
@@ -126,7 +127,8 @@ def _check_dimensions(lake: Lake) -> tuple[list[Violation], dict[str, set[str]],
     for name, data in tables.items():
         rows[name] = data.num_rows
         where = str(lake.table_dir("raw", name).relative_to(lake.root))
-        for v in check_table(data, RAW_TABLES[name], references=references):
+        for v in check_table(data, RAW_TABLES[name], references=references,
+                             max_unit_price=settings.max_unit_price, currency=settings.currency):
             if v.rule == "empty" and not RAW_TABLES[name].required_table:
                 continue  # an optional table with no rows: the brand has none of these
             v.file = v.file or where
@@ -135,8 +137,9 @@ def _check_dimensions(lake: Lake) -> tuple[list[Violation], dict[str, set[str]],
 
 
 def _check_partition(lake: Lake, table: str, day: dt.date, references: dict[str, set[str]],
-                     store_channels: dict[str, str], timezone: str | None = None) -> PartitionCheck:
+                     store_channels: dict[str, str], settings: LakeSettings | None = None) -> PartitionCheck:
     spec = RAW_TABLES[table]
+    settings = settings or LakeSettings()
     violations: list[Violation] = []
     hashes: list[np.ndarray] = []
     rows = 0
@@ -150,7 +153,8 @@ def _check_partition(lake: Lake, table: str, day: dt.date, references: dict[str,
             continue
         rows += data.num_rows
         found = check_table(data, spec, partition=day, references=references, store_channels=store_channels,
-                            timezone=timezone)
+                            timezone=settings.timezone, max_unit_price=settings.max_unit_price,
+                            currency=settings.currency)
         for v in found:
             v.file, v.partition = rel, day.isoformat()
         violations += [v for v in found if v.rule != "empty"]
@@ -211,12 +215,6 @@ def main(config: ValidateConfig, lake: Lake) -> ValidateResult:
                                            "(quanyu data generate) or point --lake at yours"))
         result.rejected = True
         return result
-    dim_violations, references, store_channels, dim_rows = _check_dimensions(lake)
-    result.violations += dim_violations
-    result.rows_checked.update(dim_rows)
-    result.families = readiness({t for t, n in dim_rows.items() if n} | {t for t in FACT_TABLES
-                                                                           if lake.partitions("raw", t)})
-
     try:
         settings = lake.settings()
         latest = settings.latest_allowed_day(config.today)
@@ -224,6 +222,11 @@ def main(config: ValidateConfig, lake: Lake) -> ValidateResult:
         result.violations.append(Violation("settings", "settings", 0, str(exc), file="settings.yaml"))
         result.rejected = True
         return result
+    dim_violations, references, store_channels, dim_rows = _check_dimensions(lake, settings)
+    result.violations += dim_violations
+    result.rows_checked.update(dim_rows)
+    result.families = readiness({t for t, n in dim_rows.items() if n} | {t for t in FACT_TABLES
+                                                                           if lake.partitions("raw", t)})
     task = ray.remote(_check_partition)
     refs_ref, channels_ref = ray.put(references), ray.put(store_channels)
     wanted = set(config.dates) if config.dates else None
@@ -239,14 +242,14 @@ def main(config: ValidateConfig, lake: Lake) -> ValidateResult:
         if wanted is not None:
             days = [d for d in days if d in wanted]
         future += [v for v in (future_partition(table, d, latest) for d in days) if v is not None]
-        refs += [task.remote(lake, table, day, refs_ref, channels_ref, settings.timezone) for day in days]
+        refs += [task.remote(lake, table, day, refs_ref, channels_ref, settings) for day in days]
     for v in future:
         v.file = str(lake.partition_dir("raw", v.table, dt.date.fromisoformat(v.partition)).relative_to(lake.root))
     result.violations += future
     checks = list(as_completed(refs, label="validate partitions")) if refs else []
     if wanted is not None and checks:
         # duplicates against the partitions not re-validated: compare with their key hashes too
-        others = [task.remote(lake, t, d, {}, {}) for t in FACT_TABLES
+        others = [task.remote(lake, t, d, {}, {}, settings) for t in FACT_TABLES
                   for d in lake.partitions("raw", t) if d not in wanted]
         context = ray.get(others)
         dupes = [v for v in _cross_partition_duplicates(lake, context + checks)

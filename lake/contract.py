@@ -396,9 +396,23 @@ CURATED_TABLES: dict[str, Table] = {
 }
 
 
+def in_zone(target: pa.DataType, timezone: str | None) -> pa.DataType:
+    """A contract type with its time zone set to the brand's (settings.yaml), when given."""
+    return pa.timestamp(target.unit, tz=timezone) if timezone and pa.types.is_timestamp(target) else target
+
+
+def same_type(actual: pa.DataType, target: pa.DataType) -> bool:
+    """Whether a column already has a contract type: timestamps of its unit count in any zone
+    (the zone is the brand's, and a zoned timestamp is an instant whatever zone it shows)."""
+    if pa.types.is_timestamp(target) and pa.types.is_timestamp(actual):
+        return actual.unit == target.unit and actual.tz is not None
+    return actual == target
+
+
 def cast_column(column, target: pa.DataType):
-    """Cast one column to a contract type. Naive timestamps are local time (not UTC, which is
-    what a plain Arrow cast to a zoned type assumes). Raises pyarrow errors on impossible casts."""
+    """Cast one column to a contract type. Naive timestamps are local time in the target's zone
+    (not UTC, which is what a plain Arrow cast to a zoned type assumes). Raises pyarrow errors on
+    impossible casts."""
     import pyarrow.compute as pc
 
     if pa.types.is_timestamp(target) and pa.types.is_timestamp(column.type) and column.type.tz is None:
@@ -407,10 +421,12 @@ def cast_column(column, target: pa.DataType):
     return column.cast(target)
 
 
-def conform(frame, table: Table, *, keep_extra: bool = False) -> pa.Table:
+def conform(frame, table: Table, *, keep_extra: bool = False, timezone: str | None = None) -> pa.Table:
     """An Arrow table with the contract's columns of `table` (those present in `frame`), cast
-    to the contract's types and in contract order. Raises KeyError when a required column is
-    missing. `frame` may be a pandas DataFrame or an Arrow table."""
+    to the contract's types and in contract order; timestamps in `timezone` (the brand's, from
+    settings.yaml; naive ones are local time there), else the contract's default zone. Raises
+    KeyError when a required column is missing. `frame` may be a pandas DataFrame or an Arrow
+    table."""
     data = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     missing = [c for c in table.required_columns if c not in data.column_names]
     if missing:
@@ -421,7 +437,8 @@ def conform(frame, table: Table, *, keep_extra: bool = False) -> pa.Table:
     arrays, fields = [], []
     for name in names:
         column = data.column(name)
-        target = table.column(name).type if name in {c.name for c in table.columns} else column.type
+        target = in_zone(table.column(name).type, timezone) if name in {c.name for c in table.columns} \
+            else column.type
         if column.type != target:
             column = cast_column(column, target)
         arrays.append(column)
@@ -435,13 +452,14 @@ def empty(table: Table) -> pa.Table:
     return table.schema().empty_table()
 
 
-def complete(data: pa.Table, table: Table) -> pa.Table:
+def complete(data: pa.Table, table: Table, timezone: str | None = None) -> pa.Table:
     """`conform`, then add every missing optional column as nulls of its contract type, so code
     downstream can rely on the full column set of a lake that carries only required columns."""
-    typed = conform(data, table)
+    typed = conform(data, table, timezone=timezone)
     for col in table.columns:
         if col.name not in typed.column_names:
-            typed = typed.append_column(pa.field(col.name, col.type), pa.nulls(typed.num_rows, col.type))
+            kind = in_zone(col.type, timezone)
+            typed = typed.append_column(pa.field(col.name, kind), pa.nulls(typed.num_rows, kind))
     return typed.select([c.name for c in table.columns])
 
 

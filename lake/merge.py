@@ -38,6 +38,7 @@ class Dimensions:
     prices: pa.Table | None  # list-price history; None → products.list_price
     assortment: pa.Table | None  # None → ranging inferred from recent sales
     identities: IdentityIndex
+    timezone: str | None = None  # the brand's (settings.yaml): naive timestamps are local time there
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def unify_lines(online: pa.Table | None, pos: pa.Table | None, dims: Dimensions,
     platforms = dims.stores.select(["store_id"]).append_column(
         "platform", pc.fill_null(dims.stores["platform"], DEFAULT_PLATFORM))
     if online is not None and online.num_rows:
-        lines = complete(online, ONLINE_ORDERS).join(platforms, keys="store_id", join_type="left outer")
+        lines = complete(online, ONLINE_ORDERS, dims.timezone).join(platforms, keys="store_id", join_type="left outer")
         lines = resolve_online(lines, dims.identities)
         parts.append(pa.table({
             "ts": lines["order_ts"], "channel": pa.array(["online"] * lines.num_rows),
@@ -68,7 +69,7 @@ def unify_lines(online: pa.Table | None, pos: pa.Table | None, dims: Dimensions,
             "delivery_cell": lines["delivery_cell"],
         }))
     if pos is not None and pos.num_rows:
-        lines = resolve_pos(complete(pos, POS_TRANSACTIONS), dims.identities)
+        lines = resolve_pos(complete(pos, POS_TRANSACTIONS, dims.timezone), dims.identities)
         parts.append(pa.table({
             "ts": lines["txn_ts"], "channel": pa.array(["offline"] * lines.num_rows),
             "store_id": lines["store_id"], "platform": pa.nulls(lines.num_rows, pa.string()),
@@ -78,14 +79,15 @@ def unify_lines(online: pa.Table | None, pos: pa.Table | None, dims: Dimensions,
             "resolution": lines["resolution"], "delivery_cell": pa.nulls(lines.num_rows, pa.string()),
         }))
     if not parts:
-        return complete(pa.table({c.name: pa.array([], c.type) for c in SALES_LINES.columns}), SALES_LINES)
+        return complete(pa.table({c.name: pa.array([], c.type) for c in SALES_LINES.columns}), SALES_LINES,
+                        dims.timezone)
     lines = pa.concat_tables(parts)
     revenue = pc.multiply(pc.cast(lines["quantity"], pa.float64()), lines["unit_price"])
     lines = lines.append_column("revenue", pc.round(revenue, 2))
     lines = lines.append_column("dt", pa.array([day] * lines.num_rows, pa.date32()))
     lines = lines.sort_by([("ts", "ascending"), ("channel", "ascending"), ("order_id", "ascending"),
                            ("line_no", "ascending"), ("is_refund", "ascending")])
-    return complete(lines, SALES_LINES)
+    return complete(lines, SALES_LINES, dims.timezone)
 
 
 def _active_on(table: pa.Table, first: str, last: str, day: dt.date) -> pa.Array:
@@ -163,7 +165,10 @@ def offer_discounts(promotions: pa.Table, stores: pa.Table, products: pa.Table, 
 
 
 def demand_daily(lines: pa.Table, dims: Dimensions, day: dt.date, ranged: pa.Table) -> pa.Table:
-    """Units per store × SKU on `day`, with zero rows for ranged SKUs in stores that traded."""
+    """Units per store × SKU on `day`, with zero rows for ranged SKUs in stores that traded: an
+    offline store that sold something that day (else it is taken as closed, and has no rows), and
+    every online shop within its open and close dates (a shop on a platform never closes: a day
+    without an order is a day of zero sales)."""
     q = lines["quantity"]
     sold = pc.if_else(lines["is_refund"], 0, q)
     refunded = pc.if_else(lines["is_refund"], pc.negate(q), 0)
@@ -173,7 +178,12 @@ def demand_daily(lines: pa.Table, dims: Dimensions, day: dt.date, ranged: pa.Tab
                      "revenue": lines["revenue"], "sale_revenue": sale_revenue})
     agg = work.group_by(["store_id", "sku_id", "channel"]).aggregate(
         [("sold", "sum"), ("refunded", "sum"), ("revenue", "sum"), ("sale_revenue", "sum")])
-    open_stores = pa.table({"store_id": pc.unique(lines.filter(pc.invert(lines["is_refund"]))["store_id"])})
+    stores = dims.stores
+    shops = stores.filter(pc.and_(pc.equal(stores["channel"], "online"),
+                                  _active_on(stores, "open_date", "close_date", day)))["store_id"]
+    traded = lines.filter(pc.invert(lines["is_refund"]))["store_id"]
+    open_stores = pa.table({"store_id": pc.unique(pa.concat_arrays([traded.combine_chunks().cast(pa.string()),
+                                                                    shops.combine_chunks().cast(pa.string())]))})
     zero = ranged.join(open_stores, keys="store_id", join_type="inner")
     zero = zero.join(agg.select(["store_id", "sku_id"]), keys=["store_id", "sku_id"], join_type="left anti")
     zero = zero.select(["store_id", "sku_id"]).join(dims.stores.select(["store_id", "channel"]), keys="store_id",

@@ -4,6 +4,7 @@ the data alone does not say. Every field has a default, so a lake without the fi
     timezone: Asia/Shanghai       # the brand's local time zone (the `dt` partitions are local dates)
     currency: CNY                 # what prices are written in (shown in answers and reports)
     week_start: monday            # first day of the brand's trading week
+    max_unit_price: 200000        # a higher price per unit is refused as a unit or decimal error
     future_days: 1                # a raw partition dated more than this many days after today is refused
 """
 
@@ -17,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SETTINGS_FILE = "settings.yaml"
+DEFAULT_CURRENCY = "CNY"  # the generator's brand's; answers of models trained before settings.yaml say it too
 
 
 class LakeSettings(BaseModel):
@@ -25,8 +27,11 @@ class LakeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timezone: str = Field("Asia/Shanghai", description="IANA time zone of the brand's stores and trading days")
-    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of the prices")
+    currency: str = Field(DEFAULT_CURRENCY, pattern=r"^[A-Z]{3}$", description="ISO 4217 code of the prices")
     week_start: Literal["monday", "sunday", "saturday"] = "monday"
+    max_unit_price: float = Field(200_000.0, gt=0, description="a price per unit above this is refused as a unit "
+                                  "or decimal-point error (rule price_range); raise it for currencies of small "
+                                  "units such as JPY or KRW")
     future_days: int = Field(1, ge=0, le=366, description="days after today (in `timezone`) a raw partition "
                              "may be dated; later ones are refused by validation (rule future_partition)")
 

@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake.contract import Table, cast_column
+from lake.contract import Table, cast_column, in_zone, same_type
 
 MAX_UNITS_PER_LINE = 1_000
-MAX_UNIT_PRICE = 200_000.0  # CNY; anything above is a unit or decimal-point error
+MAX_UNIT_PRICE = 200_000.0  # in the lake's currency (settings.yaml max_unit_price); above: a unit or decimal error
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 1_000  # any other string: names, addresses, cells, hashes
 
@@ -80,10 +80,11 @@ def _mask(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def conform_types(data: pa.Table, spec: Table) -> tuple[pa.Table, list[Violation]]:
-    """Check required columns and cast contract columns to their types. Returns the cast table
-    (unknown extra columns kept as they are) and the violations; a column that cannot be cast
-    stays uncast and later rules skip it."""
+def conform_types(data: pa.Table, spec: Table, timezone: str | None = None) -> tuple[pa.Table, list[Violation]]:
+    """Check required columns and cast contract columns to their types (naive timestamps are
+    local time in `timezone`, the brand's). Returns the cast table (unknown extra columns kept as
+    they are) and the violations; a column that cannot be cast stays uncast and later rules skip
+    it."""
     violations = []
     missing = [c for c in spec.required_columns if c not in data.column_names]
     if missing:
@@ -94,11 +95,11 @@ def conform_types(data: pa.Table, spec: Table) -> tuple[pa.Table, list[Violation
     for name in data.column_names:
         column = data.column(name)
         try:
-            target = spec.column(name).type
+            target = in_zone(spec.column(name).type, timezone)
         except KeyError:
             columns[name] = column
             continue
-        if column.type == target or (pa.types.is_null(column.type)):
+        if same_type(column.type, target) or (pa.types.is_null(column.type)):
             columns[name] = column.cast(target) if pa.types.is_null(column.type) else column
             continue
         try:
@@ -127,20 +128,21 @@ def _plain(v):
 
 def _typed(data: pa.Table, spec: Table, name: str) -> bool:
     """Whether a contract column is present with its contract type (so rules may use it)."""
-    return name in data.column_names and data.column(name).type == spec.column(name).type
+    return name in data.column_names and same_type(data.column(name).type, spec.column(name).type)
 
 
 def check_table(data: pa.Table, spec: Table, *, partition: dt.date | None = None,
                 references: dict[str, set[str]] | None = None,
-                store_channels: dict[str, str] | None = None, timezone: str | None = None) -> list[Violation]:
+                store_channels: dict[str, str] | None = None, timezone: str | None = None,
+                max_unit_price: float = MAX_UNIT_PRICE, currency: str = "CNY") -> list[Violation]:
     """All row-level rules of `spec` on one table (a dimension table, or one fact file).
 
     `references` maps "table.column" to the set of valid values for foreign keys; absent
     references are not checked. `timezone`: the brand's (settings.yaml) for the local date of
-    timestamps. `store_channels` maps store_id to offline/online so a POS line
+    timestamps; `max_unit_price` and `currency` likewise. `store_channels` maps store_id to offline/online so a POS line
     at an online shop (or the reverse) is caught.
     """
-    data, violations = conform_types(data, spec)
+    data, violations = conform_types(data, spec, timezone)
     n = data.num_rows
     key_cols = list(spec.key)
     if n == 0:
@@ -205,9 +207,10 @@ def check_table(data: pa.Table, spec: Table, *, partition: dt.date | None = None
     for price_col in ("unit_price", "list_price"):
         if _typed(data, spec, price_col):
             p = data.column(price_col).to_numpy(zero_copy_only=False).astype(float)
-            bad = (p < 0) | (p > MAX_UNIT_PRICE) | ((p == 0) & (price_col == "list_price"))
+            bad = (p < 0) | (p > max_unit_price) | ((p == 0) & (price_col == "list_price"))
             add("price_range", np.nan_to_num(bad, nan=False).astype(bool),
-                f"{price_col} outside (0, {MAX_UNIT_PRICE:,.0f}] CNY; check currency and decimal point", [price_col])
+                f"{price_col} outside (0, {max_unit_price:,.0f}] {currency}; check currency and decimal point "
+                "(a currency of small units may need a higher max_unit_price in settings.yaml)", [price_col])
     if _typed(data, spec, "discount_pct"):
         d = data.column("discount_pct").to_numpy(zero_copy_only=False).astype(float)
         add("discount_range", (d < 0) | (d > 0.9), "discount_pct must be a fraction in [0, 0.9]", ["discount_pct"])

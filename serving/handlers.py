@@ -11,6 +11,7 @@ import logging
 import pandas as pd
 from pydantic import ValidationError
 
+from lake.settings import DEFAULT_CURRENCY
 from serving import schemas
 from serving.families import Loaded
 
@@ -136,7 +137,13 @@ def sites(loaded: Loaded, request: dict) -> Answer:
         return _problem(422, str(exc))
     body = result.as_dict()
     body.pop("seconds", None)
-    return 200, {"model_version": loaded.version, "data_date": loaded.predictor.meta.get("data_date"), **body}
+    return 200, {"model_version": loaded.version, "data_date": loaded.predictor.meta.get("data_date"),
+                 "currency": _currency(loaded.predictor), **body}
+
+
+def _currency(recommender) -> str:
+    """The currency of a location version's amounts: its lake's (settings.yaml), kept with it."""
+    return recommender.meta.get("currency", DEFAULT_CURRENCY)
 
 
 def cities(loaded: Loaded, request: dict) -> Answer:
@@ -145,7 +152,8 @@ def cities(loaded: Loaded, request: dict) -> Answer:
     stores = recommender.stores.groupby("city").size()
     listed = [{"city": c, "candidates": int(len(recommender.plan(c).sites)), "stores": int(stores.get(c, 0))}
               for c in recommender.cities]
-    return 200, {"model_version": loaded.version, "data_date": recommender.meta.get("data_date"), "cities": listed}
+    return 200, {"model_version": loaded.version, "data_date": recommender.meta.get("data_date"),
+                 "currency": _currency(recommender), "cities": listed}
 
 
 def city_map(loaded: Loaded, request: dict) -> Answer:
@@ -169,8 +177,11 @@ def city_map(loaded: Loaded, request: dict) -> Answer:
             "format": getattr(r, "format", None),
             "revenue_annualised": _finite(getattr(r, "revenue_annualised", None))}
            for r in stores.itertuples(index=False)]
-    return 200, {"model_version": loaded.version, "data_date": recommender.meta.get("data_date"), "city": city,
-                 "score": "predicted revenue of a new store in the cell, CNY per year", "cells": cells, "stores": own}
+    currency = _currency(recommender)
+    return 200, {"model_version": loaded.version, "data_date": recommender.meta.get("data_date"),
+                 "currency": currency, "city": city,
+                 "score": f"predicted revenue of a new store in the cell, {currency} per year", "cells": cells,
+                 "stores": own}
 
 
 def _boundary(site_id: str) -> list[tuple[float, float]] | None:

@@ -20,7 +20,7 @@ class Strict(BaseModel):
 
 
 class WhatIf(Strict):
-    price: Annotated[Finite, Field(gt=0, le=1e6, description="CNY per unit, replaces the list price")] | None = None
+    price: Annotated[Finite, Field(gt=0, le=1e6, description="per unit in the brand's currency, replaces the list price")] | None = None
     discount: Annotated[Finite, Field(ge=0, le=0.9, description="fraction off")] | None = None
     promo: bool | None = Field(None, description="true: at least the typical 20 % promotion; false: none")
 
@@ -151,6 +151,7 @@ class SitePick(BaseModel):
 class SitesResponse(BaseModel):
     model_version: str
     data_date: str | None
+    currency: str = Field(description="ISO 4217 code of every amount in the answer (the lake's settings.yaml)")
     city: str
     k: int
     objective: str
@@ -170,6 +171,7 @@ class CitySummary(BaseModel):
 class CitiesResponse(BaseModel):
     model_version: str
     data_date: str | None
+    currency: str = Field(description="ISO 4217 code of every amount in the answer (the lake's settings.yaml)")
     cities: list[CitySummary]
 
 
@@ -178,7 +180,7 @@ class MapCell(BaseModel):
     lat: float
     lon: float
     boundary: list[tuple[float, float]] | None = Field(description="the H3 cell's corners as (lat, lon)")
-    predicted_revenue: float = Field(description="CNY per year for a store of the recommended format")
+    predicted_revenue: float = Field(description="per year, in the answer's currency, for a store of the recommended format")
     rent_per_sqm_month: float
     population: float
     competitors: float
@@ -195,6 +197,7 @@ class MapStore(BaseModel):
 class CityMapResponse(BaseModel):
     model_version: str
     data_date: str | None
+    currency: str = Field(description="ISO 4217 code of every amount in the answer (the lake's settings.yaml)")
     city: str
     score: str = Field(description="what the cells' score is, with its unit")
     cells: list[MapCell]

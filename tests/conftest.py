@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.runtime import start_local_ray
 from lake.store import Lake
 
 TINY_SEED = 7
@@ -23,7 +24,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

@@ -15,6 +15,7 @@ so they are column gathers and differences of cumulative sums.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from functools import cached_property
@@ -26,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.metrics import series_codes
 
-EVENTS = ("618", "double11", "double12", "cny", "valentines", "qixi", "womens_day", "golden_week", "mid_autumn")
 PHASES = ("presale", "peak", "post", "closure", "holiday")
 EVENT_REACH_DAYS = 45  # days-to / days-since an event are clipped here
 CATEGORICAL = ("store_id", "channel", "platform", "format", "city", "category", "subcategory", "style", "price_band")
@@ -164,20 +164,24 @@ def history_features(panel: Panel, spec: FeatureSpec) -> History:
                    sku_index=sku_index, store_index=store_index)
 
 
+def event_feature_name(event: str) -> str:
+    """The name an event's features carry: its calendar name, lower-case, with anything but
+    letters, digits and underscores turned into underscores ("Black Friday" → black_friday)."""
+    return re.sub(r"[^0-9a-z_]+", "_", str(event).strip().lower()).strip("_") or "event"
+
+
 def calendar_features(days: pd.Series, calendar: pd.DataFrame) -> pd.DataFrame:
-    """Date and retail-event features of each day: weekday, day of year, days to and since each
-    event (clipped at EVENT_REACH_DAYS), the event phase of the day."""
+    """Date and event features of each day: weekday, day of year, days to and since each event
+    the lake's calendar lists (clipped at EVENT_REACH_DAYS), the event phase of the day. The
+    events are whatever the brand's calendar names (618 and double11 for the generator's brand,
+    black_friday or boxing_day for another); a lake without a calendar gets date features only."""
     d = pd.to_datetime(days).reset_index(drop=True)
     out = pd.DataFrame({"day_of_week": d.dt.dayofweek.astype("int8"), "day_of_year": d.dt.dayofyear.astype("int16"),
                         "month": d.dt.month.astype("int8"), "day_of_month": d.dt.day.astype("int8")})
-    cal = calendar.assign(date=pd.to_datetime(calendar["date"]))
+    cal = calendar.assign(date=pd.to_datetime(calendar["date"]), name=calendar["event"].map(event_feature_name))
     ordinal = d.to_numpy().astype("datetime64[D]").astype(np.int64)
-    for event in EVENTS:
-        event_days = np.sort(cal.loc[cal["event"] == event, "date"].to_numpy().astype("datetime64[D]").astype(np.int64))
-        if event_days.size == 0:
-            out[f"days_to_{event}"] = np.float32(EVENT_REACH_DAYS)
-            out[f"days_since_{event}"] = np.float32(EVENT_REACH_DAYS)
-            continue
+    for event, rows in sorted(cal.groupby("name")):
+        event_days = np.unique(rows["date"].to_numpy().astype("datetime64[D]").astype(np.int64))
         nxt = np.searchsorted(event_days, ordinal, side="left")
         prv = np.searchsorted(event_days, ordinal, side="right") - 1
         to = np.where(nxt < event_days.size, event_days[np.minimum(nxt, event_days.size - 1)] - ordinal, EVENT_REACH_DAYS)

@@ -12,7 +12,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const RAMP = ["#f7fcb9", "#d9f0a3", "#addd8e", "#78c679", "#31a354", "#006837"];
 
 const $ = (id) => document.getElementById(id);
-const state = {cities: [], map: null, answer: null, request: null, selected: null, view: null, retry: null};
+const state = {cities: [], currency: "CNY", map: null, answer: null, request: null, selected: null, view: null, retry: null};
 
 const api = (path) => new URL(path, document.baseURI).toString();
 
@@ -112,6 +112,7 @@ function loadCities() {
   return withRetry(async () => {
     const answer = await call("v1/location/cities");
     state.cities = answer.cities;
+    showCurrency(answer.currency || state.currency);
     const list = $("city-list");
     list.replaceChildren(...answer.cities.map((c) => {
       const option = document.createElement("option");
@@ -143,7 +144,7 @@ function checkForm(request) {
   if ("min_distance_km" in request && !(request.min_distance_km >= 0 && request.min_distance_km <= 100)) {
     return "Minimum distance: a number of kilometres from 0 to 100.";
   }
-  if ("max_rent" in request && !(request.max_rent >= 0)) return "Maximum rent: a number of CNY, 0 or more.";
+  if ("max_rent" in request && !(request.max_rent >= 0)) return `Maximum rent: a number of ${state.currency}, 0 or more.`;
   return null;
 }
 
@@ -180,12 +181,19 @@ function submit(event) {
 
 // --- drawing ----------------------------------------------------------------------------------
 
+// Every amount is in the served model's currency (its lake's settings.yaml), said by each answer.
+function showCurrency(code) {
+  state.currency = code;
+  document.querySelectorAll(".currency").forEach((node) => { node.textContent = code; });
+}
+
 function money(x) {
   if (x === null || x === undefined) return "–";
   const abs = Math.abs(x);
-  if (abs >= 1e6) return `¥${(x / 1e6).toFixed(2)}M`;
-  if (abs >= 1e3) return `¥${(x / 1e3).toFixed(0)}k`;
-  return `¥${x.toFixed(0)}`;
+  const [value, digits, suffix] = abs >= 1e6 ? [x / 1e6, 2, "M"] : abs >= 1e3 ? [x / 1e3, 0, "k"] : [x, 0, ""];
+  const number = new Intl.NumberFormat("en", {style: "currency", currency: state.currency, currencyDisplay: "narrowSymbol",
+    minimumFractionDigits: digits, maximumFractionDigits: digits}).format(value);
+  return number + suffix;
 }
 
 function projection(cells) {
@@ -231,7 +239,7 @@ function render() {
     }
     if ("max_rent" in request && cell.rent_per_sqm_month > request.max_rent) shape.classList.add("over-rent");
     el("title", {}, shape).textContent =
-      `${cell.site_id}: ${money(cell.predicted_revenue)} per year, rent ¥${cell.rent_per_sqm_month}/m²/month` +
+      `${cell.site_id}: ${money(cell.predicted_revenue)} per year, rent ${money(cell.rent_per_sqm_month)}/m²/month` +
       (cell.competitors ? `, ${cell.competitors} competitor shops` : "");
     shape.addEventListener("click", () => select(cell.site_id));
     xs.push(p.x(cell.lon));
@@ -282,7 +290,7 @@ function renderLegend(score) {
   legend.replaceChildren();
   const title = document.createElement("p");
   title.className = "legend-title";
-  title.textContent = "Predicted revenue of a new store in the cell (CNY per year)";
+  title.textContent = `Predicted revenue of a new store in the cell (${state.currency} per year)`;
   legend.appendChild(title);
   const list = document.createElement("ul");
   const edges = [score.min, ...score.breaks, score.max];

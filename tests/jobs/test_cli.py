@@ -43,6 +43,13 @@ def test_generate_validate_merge_describe(tmp_path, ray_session, capsys):
     assert 0 < info["oneid"]["online"]["member_share"] < 1
     code, out = run(["data", "describe", "--lake", lake], capsys)
     assert code == 0 and "OneID match rates" in out
+    # 2025-01-01 … 2025-02-09 is a Wednesday … a Sunday: Monday weeks end whole, Sunday weeks do not
+    assert [w["week_of"] for w in info["weeks"]] == ["2025-01-13", "2025-01-20", "2025-01-27", "2025-02-03"]
+    assert all(w["days"] == 7 and w["units_net"] > 0 for w in info["weeks"]) and info["currency"] == "CNY"
+    (tmp_path / "lake" / "settings.yaml").write_text("week_start: sunday\ncurrency: EUR\n")
+    code, out = run(["data", "describe", "--lake", lake], capsys)
+    assert code == 0 and "(starting sunday" in out and "week of 2025-02-09" in out and "(1 of 7 days in the lake)" in out
+    assert " EUR" in out
 
 
 def test_generate_refuses_to_overwrite_a_lake(tiny_lake, capsys):

@@ -30,7 +30,13 @@ def trained(home, tiny_lake, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{home / 'mlflow.db'}"
     if not (home / "trained").exists():
-        code, out = run(["train", "location", "--lake", str(tiny_lake.root)], capsys)
+        # the tiny lake's tables, with a brand that counts in euros (settings.yaml is the lake's own)
+        lake = home / "lake"
+        lake.mkdir()
+        for zone in ("raw", "curated", "truth"):
+            (lake / zone).symlink_to(tiny_lake.root / zone)
+        (lake / "settings.yaml").write_text("currency: EUR\n")
+        code, out = run(["train", "location", "--lake", str(lake)], capsys)
         assert code == 0, out
         assert "registered quanyu-location version 1 (alias candidate)" in out and "spearman_oracle" in out
         assert "next: quanyu models promote location 1" in out  # the first train → predict has a next step
@@ -66,12 +72,12 @@ def test_the_registered_version_loads_with_pyfunc_and_scores_sites(trained):
 def test_sites_recommend_prints_table_json_and_csv(trained, capsys):
     code, out = run(["sites", "recommend", "--city", "Shanghai", "--k", "3", "--alias", "candidate"], capsys)
     assert code == 0, out
-    assert out.startswith("Shanghai: 3 site(s) by net_gain, quanyu-location v1") and "total net gain" in out
+    assert out.startswith("Shanghai: 3 site(s) by net_gain, quanyu-location v1") and " EUR/yr" in out
     code, out = run(["sites", "recommend", "--city", "Shanghai", "--k", "3", "--alias", "candidate",
                      "--min-distance-km", "1", "--format", "json"], capsys)
     answer = json.loads(out)
     assert code == 0 and answer["model_version"] == "1" and len(answer["picks"]) == 3
-    assert answer["data_date"] == "2025-08-28"
+    assert answer["data_date"] == "2025-08-28" and answer["currency"] == "EUR"
     code, out = run(["sites", "recommend", "--city", "Beijing", "--k", "2", "--alias", "candidate",
                      "--objective", "coverage", "--format", "csv"], capsys)
     rows = list(csv.DictReader(io.StringIO(out)))

@@ -3,6 +3,7 @@ and a lake that carries only the contract's required columns."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 
@@ -37,7 +38,31 @@ def test_zero_rows_only_where_ranged_and_the_store_traded(tiny_lake):
     ok = (ranged["valid_from"] <= ranged["dt"]) & (ranged["valid_to"].isna() | (ranged["dt"] <= ranged["valid_to"]))
     assert ok.groupby([ranged["dt"], ranged["store_id"], ranged["sku_id"]]).any().all()
     traded = demand[demand["units_sold"] > 0][["dt", "store_id"]].drop_duplicates()
-    assert len(zeros.merge(traded, on=["dt", "store_id"])) == len(zeros)
+    offline = zeros[zeros["channel"] == "offline"]
+    assert len(offline.merge(traded, on=["dt", "store_id"])) == len(offline) > 0
+
+
+def test_an_online_shop_trades_every_day_it_is_open(tiny_lake):
+    """A day without an order is a day of zero sales for a shop on a platform (it never closes),
+    and a closed day for a store: only the shop's ranged SKUs get zero rows."""
+    from lake.merge import merge_day
+
+    stores = tiny_lake.read("raw", "stores")
+    shop = stores.filter(pc.equal(stores["channel"], "online"))["store_id"][0].as_py()
+    day = tiny_lake.partitions("raw", "pos_transactions")[40]
+    online = tiny_lake.read("raw", "online_orders", day)
+    online = online.filter(pc.not_equal(online["store_id"], shop))  # the shop sold nothing that day
+    pos = tiny_lake.read("raw", "pos_transactions", day)
+    quiet_store = pos["store_id"][0].as_py()
+    pos = pos.filter(pc.not_equal(pos["store_id"], quiet_store))  # nor did one store
+    dims = dataclasses.replace(merge.load_dimensions(tiny_lake), assortment=None)  # ranged: what sold lately
+    live = pc.unique(pos["sku_id"]).to_pylist()[:3]  # SKUs on sale that day
+    recent = pa.table({"store_id": [shop, shop, quiet_store], "sku_id": live})
+    demand = merge_day(day, online, pos, dims, recent).demand_daily.to_pandas()
+    own = demand[demand["store_id"] == shop]
+    assert sorted(own["sku_id"]) == sorted(live[:2]) and (own["units_sold"] == 0).all()
+    assert (own["channel"] == "online").all()
+    assert quiet_store not in set(demand["store_id"])
 
 
 def test_oneid_links_only_to_the_true_member(tiny_lake):
@@ -100,6 +125,27 @@ def test_quarantined_days_leave_the_curated_zone(lake_copy, ray_session):
     result = merge.main(merge.MergeConfig(), lake_copy)
     assert result.removed == [day]
     assert day not in lake_copy.partitions("curated", "sales_lines")
+
+
+def test_naive_timestamps_are_local_time_of_the_brand_s_time_zone(raw_copy, ray_session):
+    """A Berlin brand writes wall-clock times without a zone: 00:30 on the partition's date is
+    that date in Berlin (not 17:30 the day before, as it would be read in the default zone), and
+    the curated lines keep the brand's zone."""
+    (raw_copy.root / "settings.yaml").write_text("timezone: Europe/Berlin\n")
+    day = raw_copy.partitions("raw", "pos_transactions")[30]
+    (f,) = raw_copy.files("raw", "pos_transactions", day)
+    table = pq.read_table(f)
+    i = table.column_names.index("txn_ts")
+    wall = pa.array([dt.datetime.combine(day, dt.time(0, 30))] * table.num_rows, pa.timestamp("us"))
+    pq.write_table(table.set_column(i, pa.field("txn_ts", pa.timestamp("us")), wall), f)
+    checked = validate.main(validate.ValidateConfig(dates=[day]), raw_copy)
+    assert not [v for v in checked.violations if v.table == "pos_transactions"], checked.violations
+    assert merge.main(merge.MergeConfig(dates=[day]), raw_copy).exit_code == 0
+    lines = raw_copy.read("curated", "sales_lines", day)
+    assert lines.schema.field("ts").type == pa.timestamp("us", tz="Europe/Berlin")
+    offline = lines.filter(pc.equal(lines["channel"], "offline")).to_pandas()
+    assert len(offline) == table.num_rows
+    assert (offline["ts"].dt.tz_convert("Europe/Berlin").dt.strftime("%Y-%m-%d %H:%M") == f"{day} 00:30").all()
 
 
 def test_a_lake_with_only_required_columns_works(raw_copy, ray_session):
@@ -218,9 +264,11 @@ def test_a_full_disk_during_a_merge_changes_no_curated_table(lake_copy, ray_sess
 
 
 def test_every_curated_table_reads_with_hive_partitioning_as_documented(tiny_lake):
-    """docs/lake.md's recipes: pyarrow with the folder's dt typed as a date, and DuckDB with
-    hive_types; each sees every row of every daily curated table, dt as a date."""
+    """docs/lake.md's recipes: pyarrow with the folder's dt typed as a date, DuckDB with
+    hive_types and Polars with hive_schema; each sees every row of every daily curated table,
+    dt as a date."""
     import duckdb
+    import polars as pl
     import pyarrow.dataset as ds
 
     by_day = ds.partitioning(pa.schema([("dt", pa.date32())]), flavor="hive")
@@ -232,3 +280,6 @@ def test_every_curated_table_reads_with_hive_partitioning_as_documented(tiny_lak
         got = duckdb.sql(f"select count(*), typeof(min(dt)) from read_parquet('{folder}/*/*.parquet', "
                          "hive_partitioning = true, hive_types = {'dt': DATE})").fetchall()[0]
         assert got == (rows, "DATE"), name
+        frame = pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True, hive_schema={"dt": pl.Date})
+        counted = frame.select(pl.len(), pl.col("dt").min()).collect()
+        assert counted.item(0, 0) == rows and counted.schema["dt"] == pl.Date, name

@@ -45,6 +45,23 @@ def test_negative_quantity_without_refund_flag(pos_day):
     assert v.rows == 1 and "is_refund" in v.message and v.examples[0]["quantity"] == -2
 
 
+def test_the_price_ceiling_and_its_currency_follow_the_brand_settings(pos_day):
+    """200,000 is a sane ceiling for a price per unit in CNY, not in JPY or KRW: settings.yaml
+    raises it, and the message names the lake's currency and the setting."""
+    from lake.settings import parse_settings
+
+    day, table = pos_day
+    dear = _set(table, "unit_price", 0, 350_000.0)
+    (v,) = [v for v in check_table(dear, POS_TRANSACTIONS, partition=day) if v.rule == "price_range"]
+    assert v.rows == 1 and "200,000] CNY" in v.message and "max_unit_price" in v.message
+    yen = parse_settings("currency: JPY\nmax_unit_price: 5000000\n")
+    found = check_table(dear, POS_TRANSACTIONS, partition=day, max_unit_price=yen.max_unit_price, currency=yen.currency)
+    assert "price_range" not in _rules(found)
+    (v,) = [v for v in check_table(_set(dear, "unit_price", 1, 6e6), POS_TRANSACTIONS, partition=day,
+                                   max_unit_price=yen.max_unit_price, currency=yen.currency) if v.rule == "price_range"]
+    assert v.rows == 1 and "5,000,000] JPY" in v.message
+
+
 def test_odd_unicode_in_ids_is_shown_visibly(pos_day):
     day, table = pos_day
     found = check_table(_set(table, "sku_id", 3, "TO-1\u200b"), POS_TRANSACTIONS, partition=day)

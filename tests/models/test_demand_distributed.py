@@ -22,6 +22,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from jobs.runtime import start_local_ray
 from models.demand.forecaster import DemandForecaster
 from models.demand.train import Layout
 from models.metrics import wrmsse
@@ -42,7 +43,7 @@ def two_node_cluster(ray_session):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
 
 
 @pytest.mark.heavy

@@ -113,6 +113,21 @@ def test_days_to_and_since_events():
     assert feats["day_of_week"].tolist() == [1, 2, 4]
 
 
+def test_event_features_follow_the_lake_s_calendar():
+    """Another country's calendar brings its own events; the generator's are not assumed."""
+    cal = pd.DataFrame({"date": [dt.date(2025, 11, 28), dt.date(2025, 12, 26), dt.date(2026, 11, 27)],
+                        "event": ["Black Friday", "boxing-day", "Black Friday"], "phase": ["peak", "holiday", "peak"]})
+    days = pd.Series([dt.date(2025, 11, 20), dt.date(2025, 12, 1), dt.date(2026, 11, 26)])
+    feats = calendar_features(days, cal)
+    events = sorted(c.removeprefix("days_to_") for c in feats if c.startswith("days_to_"))
+    assert events == ["black_friday", "boxing_day"]
+    assert feats["days_to_black_friday"].tolist() == [8, 45, 1]  # the next year's date counts
+    assert feats["days_since_black_friday"].tolist() == [45, 3, 45]
+    assert feats["phase_holiday"].tolist() == [0, 0, 0]
+    bare = calendar_features(days, cal.iloc[:0])
+    assert not [c for c in bare if c.startswith("days_")] and "day_of_week" in bare
+
+
 def test_training_and_forecast_rows_share_columns_and_codes(tiny_lake):
     demand = tiny_lake.read_all("curated", "demand_daily").to_pandas()
     attrs = Attributes(tiny_lake.read("raw", "products").to_pandas(), tiny_lake.read("raw", "stores").to_pandas(),

@@ -140,6 +140,7 @@ def test_location_recommend_and_its_errors(server):
     assert got.status_code == 200, got.text
     body = got.json()
     assert body["model_version"] == "1" and [p["rank"] for p in body["picks"]] == [1, 2, 3]
+    assert body["currency"] == "CNY"  # the tiny lake has no settings.yaml: the default
     assert all(len(p["reasons"]) == 3 for p in body["picks"])
     missing = post(base, "/v1/location/recommend", {"city": "Atlantis", "k": 3})
     assert missing.status_code == 404 and "unknown city" in missing.text
@@ -161,7 +162,7 @@ def test_location_cities_and_map_layers(server):
     layers = got.json()
     shanghai = next(c for c in cities["cities"] if c["city"] == "Shanghai")
     assert len(layers["cells"]) == shanghai["candidates"] and len(layers["stores"]) == shanghai["stores"]
-    assert "CNY per year" in layers["score"]
+    assert "CNY per year" in layers["score"] and layers["currency"] == cities["currency"] == "CNY"
     cell = layers["cells"][0]
     assert len(cell["boundary"]) == 6 and cell["predicted_revenue"] > 0
     # the outline surrounds the centre, a few hundred metres across (H3 resolution 8)
@@ -299,7 +300,7 @@ class Broken(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         raise RuntimeError("this version cannot load: the artifact is corrupt")
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return model_input
 
 
