@@ -681,6 +681,72 @@ def sites_recommend(ctx, city, k, min_distance_km, max_rent, exclude, include, o
 
 
 @cli.group()
+def matching() -> None:
+    """Products for a member, members for a product (the matching family's champion)."""
+
+
+def _matching_answer(alias: str, ask) -> tuple[dict, str]:
+    """`ask(recommender)` on the matching version `alias`, as a dict with its model version."""
+    from jobs.recommend_sites import load_recommender
+    from models.matching.recommender import MatchingError
+
+    recommender, version = load_recommender(_runtime(click.get_current_context(), None).tracking_uri, alias,
+                                            family="matching")
+    try:
+        return {"model_version": version, **ask(recommender).as_dict()}, version
+    except MatchingError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@matching.command("recommend")
+@click.option("--member", "member_id", required=True, help="The member's id (an unknown id gets popular products).")
+@click.option("--k", "k", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--channel", type=click.Choice(["online", "offline"]), default=None, help="Only what sells there.")
+@click.option("--alias", default="champion", show_default=True, help="Which registered version answers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def matching_recommend(member_id, k, channel, alias, as_json) -> None:
+    """The k products a member is most likely to buy next."""
+    answer, version = _matching_answer(alias, lambda r: r.recommend(member_id, k, channel))
+    if as_json:
+        click.echo(json.dumps(answer, indent=1, ensure_ascii=False))
+        return
+    how = f"fallback {answer['fallback']}" if answer["fallback"] else "ranker"
+    click.echo(f"{member_id}: {len(answer['items'])} product(s), quanyu-matching v{version} ({how})")
+    for rank, item in enumerate(answer["items"], 1):
+        score = "" if item["score"] is None else f"{item['score']:.4f}"
+        click.echo(f"{rank:>3}  {item['sku_id']:<24} {score}")
+
+
+@matching.command("audience")
+@click.option("--sku", "sku_id", default=None, help="A product in the catalogue.")
+@click.option("--category", default=None, help="A new product's category (instead of --sku).")
+@click.option("--list-price", type=click.FloatRange(0, min_open=True), default=None, help="A new product's list price.")
+@click.option("--style", default=None, help="A new product's style.")
+@click.option("--k", "k", type=click.IntRange(1, 10_000), default=20, show_default=True, help="How many members.")
+@click.option("--alias", default="champion", show_default=True, help="Which registered version answers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def matching_audience(sku_id, category, list_price, style, k, alias, as_json) -> None:
+    """The k members most likely to buy a product, the catalogue's or a new one described by its
+    attributes, and the segments that fit it best."""
+    described = {k: v for k, v in (("category", category), ("list_price", list_price), ("style", style)) if v}
+    if bool(sku_id) == bool(described):
+        raise click.UsageError("give --sku, or a new product's --category (with --list-price, --style)")
+    answer, version = _matching_answer(alias, lambda r: r.audience(k, sku_id=sku_id or None,
+                                                                   attributes=described or None))
+    if as_json:
+        click.echo(json.dumps(answer, indent=1, ensure_ascii=False))
+        return
+    product = sku_id or "new product " + ", ".join(f"{k}={v}" for k, v in described.items())
+    click.echo(f"{product}: {len(answer['members'])} member(s), quanyu-matching v{version}")
+    for note in answer["notes"]:
+        click.echo(f"  note: {note}")
+    click.echo("segments that fit best: " + "; ".join(f"{s['segment']} ({s['members']:,} members)"
+                                                         for s in answer["segments"]))
+    for rank, m in enumerate(answer["members"], 1):
+        click.echo(f"{rank:>4}  {m['member_id']:<24} {m['score']:.4f}  {m['segment']}")
+
+
+@cli.group()
 def predict() -> None:
     """Batch predictions into the lake's forecasts/ zone."""
 

@@ -16,20 +16,21 @@ CSV_COLUMNS = ("rank", "site_id", "lat", "lon", "predicted_revenue", "cannibalis
                "rent_per_sqm_month", "population", "covered_population", "forced", "reason_1", "reason_2", "reason_3")
 
 
-def load_recommender(tracking_uri: str, alias: str) -> tuple[SiteRecommender, str]:
-    """The recommender of `models:/quanyu-location@<alias>` and its version. ClickException when
-    there is none."""
+def load_recommender(tracking_uri: str, alias: str, family: str = "location") -> tuple[SiteRecommender, str]:
+    """The recommender of `models:/quanyu-<family>@<alias>` (location or matching) and its
+    version. ClickException when there is none."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        version = MlflowClient().get_model_version_by_alias("quanyu-location", alias).version
-        model = mlflow.pyfunc.load_model(model_uri("location", alias))
+        version = MlflowClient().get_model_version_by_alias(f"quanyu-{family}", alias).version
+        model = mlflow.pyfunc.load_model(model_uri(family, alias))
     except MlflowException as exc:
-        hint = " (train one with quanyu train location; its alias is candidate until promoted: --alias candidate)"
-        raise click.ClickException(f"no quanyu-location version with alias {alias!r} in {tracking_uri}: "
+        hint = (f" (train one with quanyu train {family}; its alias is candidate until promoted: "
+                "--alias candidate)")
+        raise click.ClickException(f"no quanyu-{family} version with alias {alias!r} in {tracking_uri}: "
                                    f"{exc.message.splitlines()[0][:120]}{hint}") from None
     return model.unwrap_python_model().recommender, str(version)
 
