@@ -107,7 +107,9 @@ def main(config: ImportConfig, lake: Lake) -> ImportResult:
         (lake.root / SETTINGS_FILE).write_text(yaml.safe_dump(settings.model_dump(exclude_defaults=True)))
     for name, frame in imported.tables.items():
         spec = RAW_TABLES[name]
-        lake.write("raw", name, conform(frame[[c for c in frame.columns if c in {x.name for x in spec.columns}]], spec))
+        own = name == "members"  # the customers export's own columns stay with the members
+        columns = [c for c in frame.columns if own or c in {x.name for x in spec.columns}]
+        lake.write("raw", name, conform(frame[columns], spec, keep_extra=own))
         result.rows[name] = len(frame)
     spec = RAW_TABLES[imported.fact_table]
     lines = imported.lines

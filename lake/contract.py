@@ -123,9 +123,9 @@ MEMBERS = Table(
         _c("join_date", DATE, True, "Day the person joined the membership."),
         _c("city", STR, False, "Home city."),
         _c("home_cell", STR, False, "Cell id of the home or usual delivery address."),
-        _c("age_band", STR, False, "Age band.", ("18-24", "25-34", "35-44", "45+")),
+        _c("age_band", STR, False, "Age band, any labels the CRM uses (the generator writes 18-24 … 45+)."),
         _c("city_tier", I32, False, "Tier of the home city (1 = largest)."),
-        _c("price_sensitivity", STR, False, "CRM label of price sensitivity.", ("low", "mid", "high")),
+        _c("price_sensitivity", STR, False, "CRM label of price sensitivity, any labels (low / mid / high, …)."),
     ),
     key=("member_id",),
     doc="The brand's member base (first-party CRM). Needed by the matching family.",
@@ -452,15 +452,17 @@ def empty(table: Table) -> pa.Table:
     return table.schema().empty_table()
 
 
-def complete(data: pa.Table, table: Table, timezone: str | None = None) -> pa.Table:
+def complete(data: pa.Table, table: Table, timezone: str | None = None, keep_extra: bool = False) -> pa.Table:
     """`conform`, then add every missing optional column as nulls of its contract type, so code
-    downstream can rely on the full column set of a lake that carries only required columns."""
-    typed = conform(data, table, timezone=timezone)
+    downstream can rely on the full column set of a lake that carries only required columns.
+    `keep_extra`: the brand's own columns stay too (after the contract's)."""
+    typed = conform(data, table, timezone=timezone, keep_extra=keep_extra)
     for col in table.columns:
         if col.name not in typed.column_names:
             kind = in_zone(col.type, timezone)
             typed = typed.append_column(pa.field(col.name, kind), pa.nulls(typed.num_rows, kind))
-    return typed.select([c.name for c in table.columns])
+    names = [c.name for c in table.columns]
+    return typed.select(names + ([n for n in typed.column_names if n not in names] if keep_extra else []))
 
 
 def _type_name(t: pa.DataType) -> str:

@@ -246,8 +246,11 @@ def _members(lines: pd.DataFrame, channel: str, stores: pd.DataFrame, given: pd.
         cid = mapping.get("customer_id", "customer_id")
         if cid in given.columns:
             extra = given.assign(member_id=as_ids(given[cid])).drop_duplicates("member_id")
-            keep = [c for c in ("city", "home_cell", "age_band", "city_tier", "price_sensitivity", "join_date")
-                    if c in extra.columns]
+            # the contract's member columns and the brand's own (a tier, a region: segments may use them)
+            keep = [c for c in extra.columns if c not in (cid, "member_id")]
+            for c in keep:
+                if extra[c].dtype == object:
+                    extra[c] = extra[c].astype("string")
             members = members.merge(extra[["member_id", *keep]], on="member_id", how="left", suffixes=("", "_given"))
             if "join_date_given" in members.columns:
                 members["join_date"] = pd.to_datetime(members.pop("join_date_given")).dt.date.fillna(members["join_date"])

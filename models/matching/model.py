@@ -82,7 +82,8 @@ def read_matching_data(lake: Lake, days: int) -> MatchingData:
                         "matching family has nothing to learn from: raw/identities links each channel's buyer ids "
                         "(an online shop's platform, pos cards, phone hashes) to raw/members; quanyu data merge "
                         "reports how many lines it linked per channel")
-    members = complete(lake.read("raw", "members"), RAW_TABLES["members"]).to_pandas()
+    # the brand's own member columns too: a segment may be made of them (candidates.segment_by)
+    members = complete(lake.read("raw", "members"), RAW_TABLES["members"], keep_extra=True).to_pandas()
     products = complete(lake.read("raw", "products"), RAW_TABLES["products"]).to_pandas()
     truth = None
     if lake.files("truth", "consumers") and lake.files("truth", "products"):

@@ -52,6 +52,9 @@ class CandidateSpec(BaseModel):
     new_arrival_days: int = Field(28, ge=1, description="launched this many days before the cutoff, or planned within the horizon")
     horizon_days: int = Field(14, ge=1, description="the window a recommendation is for; planned launches inside it count")
     history_days: int = Field(365, ge=28, description="member history the stats read")
+    segment_by: tuple[str, ...] = Field(("age_band", "price_sensitivity"), min_length=1, max_length=4,
+                                        description="member columns whose values make a segment (any column of "
+                                                    "raw/members, the contract's or the brand's own)")
 
 
 def price_bands(products: pd.DataFrame) -> np.ndarray:
@@ -60,9 +63,18 @@ def price_bands(products: pd.DataFrame) -> np.ndarray:
     return np.minimum((position * 3 - 1e-9).astype(int), 2)
 
 
-def segment_of(members: pd.DataFrame) -> np.ndarray:
-    """A member's segment: age band × price sensitivity as the CRM records them ('?' when empty)."""
-    return (members["age_band"].fillna("?").astype(str) + "|" + members["price_sensitivity"].fillna("?").astype(str)).to_numpy()
+def segment_of(members: pd.DataFrame, columns: tuple[str, ...] = ("age_band", "price_sensitivity")) -> np.ndarray:
+    """A member's segment: the values of `columns` as the CRM records them, joined by '|' ('?'
+    when empty). Raises ValueError naming a column the members table does not have."""
+    missing = [c for c in columns if c not in members.columns]
+    if missing:
+        raise ValueError(f"candidates.segment_by names {', '.join(missing)}, which raw/members does not have; "
+                         f"add the column or segment by others ({', '.join(sorted(members.columns))})")
+    labels = [members[c].astype("object").where(members[c].notna(), "?").astype(str) for c in columns]
+    joined = labels[0]
+    for more in labels[1:]:
+        joined = joined + "|" + more
+    return joined.to_numpy()
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape) -> sparse.csr_matrix:
@@ -133,7 +145,7 @@ class MatchingState:
         """The snapshot from purchases up to and including `cutoff` (later rows are ignored).
 
         `interactions`: dt, member_id, sku_id, channel, units, revenue, lines (curated);
-        `members`: member_id, age_band, price_sensitivity (raw); `products`: the catalogue."""
+        `members`: member_id and the `spec.segment_by` columns (raw); `products`: the catalogue."""
         cut = pd.Timestamp(cutoff)
         inter = interactions[(pd.to_datetime(interactions["dt"]) <= cut)
                              & (pd.to_datetime(interactions["dt"]) > cut - pd.Timedelta(days=spec.history_days))]
@@ -155,7 +167,7 @@ class MatchingState:
         n_items = len(items)
 
         members = members.reset_index(drop=True).copy()
-        members["segment"] = segment_of(members)
+        members["segment"] = segment_of(members, spec.segment_by)
         segments = sorted(members["segment"].unique())
         members["segment_code"] = members["segment"].map({s: i for i, s in enumerate(segments)}).astype(int)
         member_pos = {m: i for i, m in enumerate(members["member_id"])}

@@ -52,6 +52,16 @@ def test_an_online_only_export_becomes_every_table_the_lines_imply():
     assert pd.isna(lines.loc[lines["order_id"] == "1003", "buyer_id"]).all()  # a guest stays a guest
 
 
+def test_a_customers_export_brings_its_own_columns_to_the_members():
+    customers = pd.DataFrame({"cust": [17, 18, 19], "age_band": ["under 18", "25-34", None],
+                              "loyalty_tier": ["gold", None, "silver"], "visits": [3, 1, 8]})
+    got = sales_lines(export(), MAPPING, source="shop", channel="online", timezone="Asia/Shanghai",
+                      customers=customers)
+    members = got.tables["members"].set_index("member_id")
+    assert members.loc["17", "age_band"] == "under 18" and members.loc["19", "loyalty_tier"] == "silver"
+    assert members.loc["19", "visits"] == 8 and "cust" not in members.columns
+
+
 def test_lines_without_order_ids_quantities_or_some_prices():
     frame = export().drop(columns=["order", "qty"]).assign(paid=[9.5, None, None, 20.0, 9.5, 11.0])
     mapping = {k: v for k, v in MAPPING.items() if k not in ("order_id", "quantity")}

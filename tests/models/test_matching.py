@@ -156,6 +156,29 @@ def test_purchases_between_is_half_open(data):
     assert purchases_between(data.interactions, end, end + dt.timedelta(days=5)).empty
 
 
+def test_segments_are_made_of_whatever_member_columns_the_brand_has(data):
+    """A CRM with its own labels (an under-18 band, a loyalty tier nobody else has): the members
+    table keeps the brand's column through the contract, and the segments follow segment_by."""
+    import pyarrow as pa
+
+    from lake.contract import RAW_TABLES, complete
+
+    members = data.members.assign(age_band=np.where(np.arange(len(data.members)) % 5 == 0, "under 18",
+                                                    data.members["age_band"]),
+                                  loyalty_tier=np.array(["gold", "silver", None])[np.arange(len(data.members)) % 3])
+    typed = complete(pa.Table.from_pandas(members, preserve_index=False), RAW_TABLES["members"], keep_extra=True)
+    assert "loyalty_tier" in typed.column_names
+    spec = FAST.candidates.model_copy(update={"segment_by": ("loyalty_tier", "age_band")})
+    cutoff = data.data_date - dt.timedelta(days=14)
+    state = MatchingState.build(data.interactions, typed.to_pandas(), data.products, cutoff, spec)
+    tiers = {s.split("|")[0] for s in state.segments}
+    assert tiers == {"gold", "silver", "?"} and any(s.endswith("|under 18") for s in state.segments)
+    assert state.segment_popularity.shape[0] == len(state.segments)
+    with pytest.raises(ValueError, match="segment_by names shoe_size, which raw/members does not have"):
+        MatchingState.build(data.interactions, data.members, data.products, cutoff,
+                            FAST.candidates.model_copy(update={"segment_by": ("shoe_size",)}))
+
+
 def test_candidate_spec_refuses_unknown_keys():
     with pytest.raises(Exception, match="extra"):
         CandidateSpec.model_validate({"repurchase": 5, "psychic": 3})
