@@ -71,6 +71,7 @@ bench: $(VENV)/.installed-dev .venv-peers/bin/python $(CHAIN_LAKE)/curated/store
 	$(BIN)/quanyu bench matching --lake $(QUANYU_HOME)/bench/small/lake
 	$(BIN)/quanyu bench location --lake $(CHAIN_LAKE)
 	$(BIN)/quanyu bench retrain --lake $(QUANYU_HOME)/bench/small/lake
+	$(BIN)/quanyu bench cli
 
 clean:
 	rm -rf $(VENV) .venv-peers .quanyu .pytest_cache .hypothesis

@@ -852,6 +852,21 @@ def bench() -> None:
     """Side-by-side measurements against peers (figures go to BENCHMARKS.md)."""
 
 
+@bench.command("cli")
+@click.option("--repeats", type=click.IntRange(1, 50), default=5, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench].")
+@click.pass_context
+def bench_cli(ctx, repeats, out) -> None:
+    """Wall time of the registry commands (models list/show/promote) against a bare MLflow call."""
+    from benchmarks import cli as cli_bench
+
+    runtime = _runtime(ctx, None)
+    try:
+        cli_bench.main(runtime, Path(out) if out else runtime.home / "bench", repeats)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @bench.command("lake")
 @click.option("--scales", default="small", show_default=True, help="Comma-separated scales, e.g. small,medium.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench].")
