@@ -38,7 +38,8 @@ class Gate(BaseModel):
 
 
 DEFAULT_GATES = {
-    "demand": Gate(metric="wrmsse", higher_is_better=False, beat=["wrmsse_seasonal_naive", "wrmsse_moving_average"]),
+    "demand": Gate(metric="wrmsse", higher_is_better=False,
+                   beat=["wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_tsb"]),
     "matching": Gate(metric="ndcg_at_10", higher_is_better=True, beat=["ndcg_at_10_popularity"]),
     "location": Gate(metric="spearman", higher_is_better=True,
                      beat=["spearman_population_baseline", "spearman_gravity_baseline"]),

@@ -20,13 +20,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from jobs.tracking import TrainResult, family_run, log_inputs, register
 from lake.contract import RAW_TABLES, complete, empty
 from lake.store import Lake, LakeError
+from models.demand import blend as blending
 from models.demand.config import DemandConfig
 from models.demand.evaluate import Evaluation, evaluate
+from models.demand.features import DATE_OF_YEAR
 from models.demand.forecaster import DemandData, DemandForecaster
 
 DEMAND_COLUMNS = ["dt", "store_id", "sku_id", "units_sold", "revenue_net", "list_price", "offer_discount_pct"]
@@ -153,11 +156,11 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
     say(f"read {len(data.demand):,} demand rows")
     evaluation, last_origin = evaluate(data, config, truth, progress=say)
     forecaster = DemandForecaster(config).fit(data).blend(evaluation.blend_weights)
-    say(f"fitted the production model up to {forecaster.origin_} ({forecaster.layout_.describe()}); model's "
-        f"share against the 28-day moving average by level segment: {evaluation.blend_weights or 'all model'}")
-    if last_origin is not None and last_origin.residual_quantiles_ is not None:
-        last = evaluation.origins[-1].holdout
-        forecaster.calibrate(last["prediction"].to_numpy(), last["units_sold"].to_numpy(dtype=float))
+    mixes = {s: "/".join(f"{w:g}" for w in blending.as_mix(m)) for s, m in evaluation.blend_weights.items()}
+    say(f"fitted the production model up to {forecaster.origin_} ({forecaster.layout_.describe()}); mix of "
+        f"model / 28-day moving average / TSB by level segment: {mixes or 'the model alone'}")
+    if evaluation.residuals:  # the bands: every backtest origin's residuals, pooled
+        forecaster.calibrate(*(np.concatenate(parts) for parts in zip(*evaluation.residuals)))
     metrics = {k: v for k, v in evaluation.metrics.items() if v == v}  # drop NaN
 
     first, last_day = min(data.demand["dt"]), max(data.demand["dt"])
@@ -165,7 +168,10 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
             "layout": forecaster.layout_.describe(), "config_path": config_path or "defaults",
             **({"as_of": str(as_of)} if as_of else {})}
     params = {"training_rows": forecaster.training_rows_, "origins": ",".join(str(o.origin) for o in evaluation.origins),
-              "blend_weights": json.dumps(evaluation.blend_weights)}
+              "blend_weights": json.dumps(evaluation.blend_weights),
+              "sized_min_data_in_leaf": forecaster.params_["min_data_in_leaf"],
+              "sized_num_leaves": forecaster.params_["num_leaves"],
+              "date_of_year_features": any(c in forecaster.features_order_ for c in DATE_OF_YEAR)}
     tags.update(run_tags or {})  # e.g. the daily retrain's parent run
     with family_run("demand", tracking_uri, artifact_root, f"demand {last_day}", config, tags, params,
                     metrics) as (run, folder):

@@ -115,5 +115,14 @@ def bias(actual: pd.Series, predicted: pd.Series) -> float:
 
 
 def interval_coverage(actual: pd.Series, lower: pd.Series, upper: pd.Series) -> float:
-    """Share of actuals inside [lower, upper]."""
+    """Share of actuals (rows) inside [lower, upper]."""
     return float(((actual >= lower) & (actual <= upper)).mean())
+
+
+def interval_coverage_units(actual: pd.Series, lower: pd.Series, upper: pd.Series) -> float:
+    """Share of the units sold that fell in rows whose actual is inside [lower, upper]: the rows
+    that sell weigh by what they sell (zero rows, easy to cover, weigh nothing). NaN without units."""
+    actual = np.asarray(actual, float)
+    inside = (actual >= np.asarray(lower)) & (actual <= np.asarray(upper))
+    total = actual.clip(min=0).sum()
+    return float(actual.clip(min=0)[inside].sum() / total) if total > 0 else float("nan")

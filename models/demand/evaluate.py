@@ -19,7 +19,7 @@ from models.demand.features import build_panel
 from models.demand.forecaster import DemandData, DemandForecaster
 from models.demand import blend as blending
 from models.demand.train import Layout
-from models.metrics import bias, interval_coverage, series_scales, wape, wrmsse
+from models.metrics import bias, interval_coverage, interval_coverage_units, series_scales, wape, wrmsse
 
 NEW_SKU_DAYS = 28  # a SKU launched fewer days than this before the origin counts as new
 
@@ -53,7 +53,8 @@ class OriginResult:
 @dataclass
 class Evaluation:
     origins: list[OriginResult] = field(default_factory=list)
-    blend_weights: dict[int, float] = field(default_factory=dict)  # chosen on every origin: the production model's
+    blend_weights: dict[int, list[float]] = field(default_factory=dict)  # chosen on every origin: the production model's
+    residuals: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (forecast, actual) per origin
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -72,10 +73,10 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
     last_day = max(data.demand["dt"])
     origins = [last_day - dt.timedelta(days=horizon * k) for k in range(config.evaluation.origins, 0, -1)]
     evaluation = Evaluation()
-    previous: tuple[np.ndarray, np.ndarray] | None = None
+    residuals: list[tuple[np.ndarray, np.ndarray]] = []  # (forecast, actual) of each origin so far
     forecaster = None
     launch = data.products.set_index("sku_id")["launch_date"]
-    earlier: list[tuple[np.ndarray, ...]] = []  # (model, moving average, actual, segment, scale) of each origin
+    earlier: list[tuple[np.ndarray, ...]] = []  # (candidates, actual, segment, scale) of each origin
     for origin in origins:
         end = origin + dt.timedelta(days=horizon)
         holdout = data.demand[(data.demand["dt"] > origin) & (data.demand["dt"] <= end)].copy()
@@ -89,21 +90,22 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
         del history
         # the blend with the moving average, its weights chosen on the earlier origins only (the
         # first origin's forecast is the model's own): what this origin's forecast would have been
-        level = forecaster.moving_averages(holdout["store_id"], holdout["sku_id"])
-        known = ~np.isnan(level)
+        simple = forecaster.simple_forecasts(holdout["store_id"], holdout["sku_id"])
+        holdout["tsb"] = np.nan_to_num(simple[:, 1])
+        known = ~np.isnan(simple[:, 0])
         scale = scales["scale"].reindex(pd.MultiIndex.from_frame(holdout[["store_id", "sku_id"]].astype(str))).to_numpy()
-        now = (holdout["lightgbm"].to_numpy()[known], level[known], holdout["units_sold"].to_numpy(float)[known],
-               blending.segments(level[known]), scale[known])
+        now = (np.column_stack([holdout["lightgbm"].to_numpy()[known], simple[known]]),
+               holdout["units_sold"].to_numpy(float)[known], blending.segments(simple[known, 0]), scale[known])
         weights = blending.choose_weights(*(np.concatenate(parts) for parts in zip(*earlier))) if earlier else {}
         prediction = holdout["lightgbm"].to_numpy().copy()
-        prediction[known] = blending.apply(now[0], now[1], now[3], weights)
+        prediction[known] = blending.apply(now[0], now[2], weights)
         holdout["prediction"] = prediction
         earlier.append(now)
         metrics = {"wrmsse": wrmsse(None, holdout, scales=scales), "wape": wape(holdout["units_sold"], holdout["prediction"]),
                    "bias": bias(holdout["units_sold"], holdout["prediction"]),
                    "wrmsse_lightgbm": wrmsse(None, holdout, prediction="lightgbm", scales=scales),
-                   "blend_model_share": float(np.mean(list(weights.values()))) if weights else 1.0}
-        for name in ("seasonal_naive", "moving_average"):
+                   "blend_model_share": blending.model_share(weights)}
+        for name in ("seasonal_naive", "moving_average", "tsb"):
             metrics[f"wrmsse_{name}"] = wrmsse(None, holdout, prediction=name, scales=scales)
             metrics[f"wape_{name}"] = wape(holdout["units_sold"], holdout[name])
         launched = pd.to_datetime(holdout["sku_id"].map(launch)).to_numpy()
@@ -129,17 +131,20 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
                 if "attribute_oracle" in holdout:
                     metrics[f"mae_{name}_attribute_oracle"] = float(
                         (holdout["units_sold"] - holdout["attribute_oracle"])[mask].abs().mean())
-        if previous is not None:
-            forecaster.calibrate(*previous)
+        if residuals:  # calibrated on every earlier origin's forecasts, pooled
+            forecaster.calibrate(*(np.concatenate(parts) for parts in zip(*residuals)))
             holdout["p10"], holdout["p90"] = forecaster.intervals(holdout["prediction"].to_numpy())
             metrics["interval_coverage_p10_p90"] = interval_coverage(holdout["units_sold"], holdout["p10"], holdout["p90"])
-        previous = (holdout["prediction"].to_numpy(), holdout["units_sold"].to_numpy(dtype=float))
+            metrics["interval_coverage_p10_p90_units"] = interval_coverage_units(holdout["units_sold"], holdout["p10"],
+                                                                                 holdout["p90"])
+        residuals.append((holdout["prediction"].to_numpy(), holdout["units_sold"].to_numpy(dtype=float)))
         evaluation.origins.append(OriginResult(origin, holdout, metrics))
         if progress:
             progress(f"origin {origin} ({len(evaluation.origins)}/{len(origins)}): wrmsse {metrics['wrmsse']:.4f}, "
                      f"seasonal naive {metrics['wrmsse_seasonal_naive']:.4f}, {forecaster.training_rows_:,} training rows")
-    if forecaster is not None and previous is not None and forecaster.residual_quantiles_ is None:
-        forecaster.calibrate(*previous)
+    if forecaster is not None and residuals:
+        forecaster.calibrate(*(np.concatenate(parts) for parts in zip(*residuals)))  # every origin's
+    evaluation.residuals = residuals
     if earlier:
         evaluation.blend_weights = blending.choose_weights(*(np.concatenate(parts) for parts in zip(*earlier)))
     return evaluation, forecaster

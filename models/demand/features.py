@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.metrics import series_codes
 
 PHASES = ("presale", "peak", "post", "closure", "holiday")
+DATE_OF_YEAR = ("day_of_year", "month", "day_of_month")  # features that only a history of a year can teach
+INTERMITTENCY = ("tsb_level", "zero_share_28d", "days_since_last_sale")
+TSB_ALPHA = TSB_BETA = 0.1  # smoothing of the TSB (Teunter–Syntetos–Babai) level: size and probability of a sale
 EVENT_REACH_DAYS = 45  # days-to / days-since an event are clipped here
 CATEGORICAL = ("store_id", "channel", "platform", "format", "city", "category", "subcategory", "style", "price_band")
 SKU_ATTRIBUTES = ("category", "subcategory", "style", "price_band")
@@ -41,6 +44,14 @@ class FeatureSpec(BaseModel):
     horizon: int = Field(28, ge=1, le=91, description="days ahead a forecast reaches")
     windows: tuple[int, ...] = Field((7, 28, 56), description="mean units over the last N days before the origin")
     same_weekday_weeks: int = Field(4, ge=0, le=8, description="units on the target's weekday in the last N weeks")
+    intermittency: bool = Field(True, description="TSB level, share of zero days, days since the last sale: "
+                                "what intermittent series are forecast from")
+    launch_age_cap_days: int | None = Field(56, ge=1, description="days since launch count up to this, so the "
+                                            "feature tells young items apart and is no clock for the rest; "
+                                            "None: uncapped")
+    date_of_year: Literal["auto", "always", "never"] = Field(
+        "auto", description="day of year, month and day of month as features: auto keeps them only when the "
+        "training history spans a year before every forecast day (else they memorise dates that do not recur)")
 
     @model_validator(mode="after")
     def _positive(self) -> "FeatureSpec":
@@ -57,6 +68,8 @@ class FeatureSpec(BaseModel):
         names = [f"mean_{w}d" for w in self.windows]
         names += [f"same_weekday_{k}w" for k in range(1, self.same_weekday_weeks + 1)]
         names += ["last_day", "sku_mean_28d", "store_mean_28d", "sku_mean_since_launch", "days_since_first_sale"]
+        if self.intermittency:
+            names += list(INTERMITTENCY)
         return names
 
 
@@ -126,6 +139,29 @@ class History:
     store_index: pd.Index
 
 
+def intermittency_features(units: np.ndarray) -> dict[str, np.ndarray]:
+    """As of every day: the TSB forecast (probability of a sale × size of a sale, each smoothed
+    exponentially over the days with a row, from the series' first row), the share of zero days
+    among the last 28 with a row, and the days since the last sale (NaN before the first)."""
+    n, days = units.shape
+    tsb = np.full((n, days), np.nan, np.float32)
+    probability, size = np.full(n, np.nan), np.full(n, np.nan)
+    last_sale = np.full(n, np.nan)
+    since_sale = np.full((n, days), np.nan, np.float32)
+    for t in range(days):
+        y = units[:, t]
+        live = ~np.isnan(y)
+        sale = live & (y > 0)
+        probability = np.where(live & np.isnan(probability), sale.astype(float),
+                               np.where(live, probability + TSB_BETA * (sale - probability), probability))
+        size = np.where(sale & np.isnan(size), y, np.where(sale, size + TSB_ALPHA * (y - size), size))
+        tsb[:, t] = probability * np.nan_to_num(size)
+        last_sale = np.where(sale, t, last_sale)
+        since_sale[:, t] = t - last_sale
+    zero = np.where(np.isnan(units), np.nan, (units == 0).astype(np.float32))
+    return {"tsb_level": tsb, "zero_share_28d": _trailing_mean(zero, 28), "days_since_last_sale": since_sale}
+
+
 def _group_rate(panel: Panel, level: str) -> tuple[np.ndarray, pd.Index]:
     """Mean units per series of the same `level` (sku_id or store_id) on each day."""
     codes, uniques = pd.factorize(panel.series[level])
@@ -149,6 +185,8 @@ def history_features(panel: Panel, spec: FeatureSpec) -> History:
     first = np.where(sold.any(axis=1), sold.argmax(axis=1), panel.days + 10_000)
     since = np.arange(panel.days)[None, :] - first[:, None]
     series["days_since_first_sale"] = np.where(since >= 0, since, np.nan).astype(np.float32)
+    if spec.intermittency:
+        series.update(intermittency_features(u))
     sku_rate, sku_index = _group_rate(panel, "sku_id")
     store_rate, store_index = _group_rate(panel, "store_id")
     # the SKU's mean rate across its stores since its first sale anywhere: what a new SKU has shown
@@ -408,7 +446,8 @@ def feature_columns(panel: Panel, history: History, rows: Rows, attrs: Attribute
     out["offer_price"] = out["list_price"] * (1 - out["offer_discount_pct"])
     out["price_vs_launch"] = out["list_price"] / sku["list_price"][sku_pos]
     out["offer_price_vs_category"] = out["offer_price"] / sku["category_price"][sku_pos]
-    out["sku_age_days"] = _days(target - sku["launch_day"][sku_pos])
+    age = _days(target - sku["launch_day"][sku_pos])
+    out["sku_age_days"] = age if spec.launch_age_cap_days is None else np.minimum(age, spec.launch_age_cap_days)
     out["launch_month"] = sku["launch_month"][sku_pos]
     out["store_age_days"] = (_days(target - store["open_day"][store_pos]) if "open_day" in store
                              else np.full(n, np.nan, np.float32))

@@ -25,8 +25,8 @@ from lake.merge import list_prices, offer_discounts
 from models.demand import blend as blending
 from models.demand.config import DemandConfig
 from models.demand.features import (
-    CATEGORICAL, Attributes, History, Panel, Rows, build_panel, feature_columns, history_features, training_set,
-    with_random_origins,
+    CATEGORICAL, DATE_OF_YEAR, Attributes, FeatureSpec, History, Panel, Rows, build_panel,
+    feature_columns, history_features, training_set, with_random_origins,
 )
 from models.demand.train import Layout, choose_layout, node_cpus, train_booster
 from models.saved import read_meta
@@ -51,6 +51,28 @@ class DemandData:
 
 
 PROMO_DEFAULT_DISCOUNT = 0.2
+MIN_BUCKET_RESIDUALS = 100
+ROWS_PER_LEAF_ROW = 200  # a leaf needs at least one row in this many (and no fewer than MIN_LEAF)
+MIN_LEAF = 10
+
+
+def keeps_date_of_year(spec: FeatureSpec, history_days: int) -> bool:
+    """Whether day of year, month and day of month are features: always, never, or (auto) when
+    the history before the origin spans a year plus the horizon, so every day forecast has been
+    seen a year before (a shorter history would teach the level of dates that do not recur)."""
+    if spec.date_of_year != "auto":
+        return spec.date_of_year == "always"
+    return history_days >= 365 + spec.horizon
+
+
+def sized_params(params: dict, rows: int) -> dict:
+    """LightGBM parameters for `rows` training rows: the configured leaf size and leaf count are
+    ceilings, lowered for small data (one series of 400 days would otherwise get four leaves of
+    100 rows), so a config sized for millions of rows also fits a shop with one product."""
+    configured_leaf = int(params.get("min_data_in_leaf", 20))
+    leaf = int(np.clip(rows // ROWS_PER_LEAF_ROW, MIN_LEAF, max(configured_leaf, MIN_LEAF)))
+    leaves = int(np.clip(rows // (4 * leaf), 4, int(params.get("num_leaves", 31))))
+    return {**params, "min_data_in_leaf": min(leaf, configured_leaf), "num_leaves": leaves}
 ROW_COLUMNS = ("store_id", "sku_id", "dt", "list_price", "offer_discount_pct")  # what predict() reads
 
 
@@ -100,11 +122,14 @@ class DemandForecaster:
         train_rows = with_random_origins(history_rows[history_rows["dt"] > first_train_day], spec, training.seed)
         train_rows = train_rows[train_rows["origin"] >= pd.Timestamp(panel.start)]
         rows = training_set(panel, history, train_rows, data.attributes, spec)
+        if not keeps_date_of_year(spec, (origin - min(history_rows["dt"])).days + 1):
+            rows.columns = [c for c in rows.columns if c not in DATE_OF_YEAR]
         y = train_rows["units_sold"].to_numpy(dtype=np.float64)
         del train_rows, history_rows  # at medium scale, gigabytes that training does not need
         categorical = list(CATEGORICAL)
         self.layout_ = layout or choose_layout(training, len(rows), node_cpus())
-        self.booster_ = train_booster(rows, y, dict(training.params), training.num_boost_round, self.layout_, categorical)
+        self.params_ = sized_params(dict(training.params), len(rows))
+        self.booster_ = train_booster(rows, y, self.params_, training.num_boost_round, self.layout_, categorical)
         self.categories_ = rows.categories
         self.features_order_ = rows.columns
         self.categorical_ = categorical
@@ -114,7 +139,7 @@ class DemandForecaster:
         self.tables_ = {"products": data.products, "stores": data.stores, "calendar": data.calendar,
                         "promotions": data.promotions, "prices": data.prices}
         self.residual_quantiles_: pd.DataFrame | None = None
-        self.blend_: dict[int, float] = {}
+        self.blend_: dict[int, list[float]] = {}
         self._lookup_tables = self._attributes_cache = self._plan = self._levels = None
         return self
 
@@ -164,23 +189,33 @@ class DemandForecaster:
         predicted = np.clip(self.booster_.predict(matrix), 0, None)
         if not getattr(self, "blend_", None) or not n:
             return predicted
-        level = self.moving_averages(rows["store_id"], rows["sku_id"])
-        known = ~np.isnan(level)  # a series the model has not seen keeps the model's forecast
-        predicted[known] = blending.apply(predicted[known], level[known], blending.segments(level[known]), self.blend_)
+        simple = self.simple_forecasts(rows["store_id"], rows["sku_id"])
+        known = ~np.isnan(simple[:, 0])  # a series the model has not seen keeps the model's forecast
+        candidates = np.column_stack([predicted[known], simple[known]])
+        predicted[known] = blending.apply(candidates, blending.segments(simple[known, 0]), self.blend_)
         return predicted
+
+    def simple_forecasts(self, store_ids, sku_ids) -> np.ndarray:
+        """Per row, the simple forecasts of its series as of the origin, in blend.CANDIDATES order
+        after the model: the 28-day moving average and the TSB level (the moving average where the
+        snapshot has no TSB level). NaN for a series the model has not seen."""
+        if getattr(self, "_levels", None) is None:
+            average = blending.moving_average(self.panel_.units)
+            tsb = self.history_.series.get("tsb_level")
+            tsb = average if tsb is None else np.where(np.isnan(tsb[:, -1]), average, tsb[:, -1])
+            self._levels = np.column_stack([average, tsb])
+        asked = pd.MultiIndex.from_arrays([np.asarray(store_ids, dtype=object), np.asarray(sku_ids, dtype=object)])
+        position = self.panel_.index.get_indexer(asked)
+        return np.where((position >= 0)[:, None], self._levels[position], np.nan)
 
     def moving_averages(self, store_ids, sku_ids) -> np.ndarray:
         """The 28-day moving average (as of the origin) of each row's series; NaN for a series
         the model has not seen."""
-        if getattr(self, "_levels", None) is None:
-            self._levels = blending.moving_average(self.panel_.units)
-        asked = pd.MultiIndex.from_arrays([np.asarray(store_ids, dtype=object), np.asarray(sku_ids, dtype=object)])
-        position = self.panel_.index.get_indexer(asked)
-        return np.where(position >= 0, self._levels[position], np.nan)
+        return self.simple_forecasts(store_ids, sku_ids)[:, 0]
 
-    def blend(self, weights: dict[int, float]) -> "DemandForecaster":
-        """Use `weights` (per level segment, the model's share against the 28-day moving average,
-        chosen on backtest origins: models/demand/blend.py) for every forecast from now on."""
+    def blend(self, weights: dict[int, list[float]]) -> "DemandForecaster":
+        """Use `weights` (per level segment, the mix of the model, the 28-day moving average and
+        the TSB level chosen on backtest origins: models/demand/blend.py) from now on."""
         self.blend_ = dict(weights)
         return self
 
@@ -190,7 +225,10 @@ class DemandForecaster:
         by √(forecast + 1) — counts spread with their level — so a series selling 200 a day gets
         a band to match, not the band of the decile's typical series."""
         iv = self.config.intervals
-        edges = np.unique(np.quantile(predicted, np.linspace(0, 1, iv.buckets + 1)[1:-1])) if len(predicted) else np.array([])
+        # a bucket's quantiles need residuals: at least MIN_BUCKET_RESIDUALS each (a single series
+        # with a few backtest origins gets one bucket, not ten of a dozen residuals)
+        buckets = int(np.clip(len(predicted) // MIN_BUCKET_RESIDUALS, 1, iv.buckets))
+        edges = np.unique(np.quantile(predicted, np.linspace(0, 1, buckets + 1)[1:-1])) if len(predicted) else np.array([])
         bucket = np.searchsorted(edges, predicted, side="right")
         residual = (actual - predicted) / np.sqrt(predicted + 1.0)
         table = pd.DataFrame({"bucket": bucket, "residual": residual}).groupby("bucket")["residual"]
@@ -435,7 +473,8 @@ class DemandForecaster:
                     if str(frame[col].dtype).startswith("datetime64") and col != "linked_at":
                         frame[col] = frame[col].dt.date
         q = meta["residual_quantiles"]
-        self.blend_ = {int(k): float(v) for k, v in meta.get("blend", {}).items()}  # none before the blend existed
+        # none before the blend existed; one number (the model's share against the moving average) before TSB
+        self.blend_ = {int(k): blending.as_mix(v) for k, v in meta.get("blend", {}).items()}
         self.bucket_edges_ = np.array(meta["bucket_edges"])
         self.residual_quantiles_ = None if q is None else pd.DataFrame(q).set_index("bucket")
         return self

@@ -36,5 +36,7 @@ def test_below_baseline_names_what_was_not_beaten_and_nothing_else():
     assert below_baseline("matching", {"ndcg_at_10": 0.3, "ndcg_at_10_popularity": 0.2}) is None
     why = below_baseline("matching", {"ndcg_at_10": 0.156, "ndcg_at_10_popularity": 0.176})
     assert why == "ndcg_at_10 0.1560 does not beat ndcg_at_10_popularity 0.1760"
-    assert below_baseline("demand", {"wrmsse": 1.0, "wrmsse_seasonal_naive": 1.2, "wrmsse_moving_average": 0.9}) == \
-        "wrmsse 1.0000 does not beat wrmsse_moving_average 0.9000"
+    assert below_baseline("demand", {"wrmsse": 1.0, "wrmsse_seasonal_naive": 1.2, "wrmsse_moving_average": 0.9,
+                                     "wrmsse_tsb": 1.1}) == "wrmsse 1.0000 does not beat wrmsse_moving_average 0.9000"
+    assert "wrmsse_tsb 0.9500" in below_baseline("demand", {"wrmsse": 1.0, "wrmsse_seasonal_naive": 1.2,
+                                                           "wrmsse_moving_average": 1.1, "wrmsse_tsb": 0.95})

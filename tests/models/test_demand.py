@@ -166,6 +166,9 @@ def test_saved_forecaster_predicts_exactly_the_same(fitted, tmp_path):
     store = fitted.panel_.series["store_id"].iloc[0]
     skus = fitted.panel_.series[fitted.panel_.series["store_id"] == store]["sku_id"].unique()[:5].tolist()
     pd.testing.assert_frame_equal(fitted.forecast(store, skus), loaded.forecast(store, skus))
+    # 240 days of tiny lake: no year before the forecast days, so no day-of-year features to memorise
+    assert not {"day_of_year", "month", "day_of_month"} & set(loaded.features_order_)
+    assert {"tsb_level", "zero_share_28d", "days_since_last_sale"} <= set(loaded.features_order_)
 
 
 def test_baselines_repeat_the_last_week_and_average_four():
@@ -237,28 +240,37 @@ def test_only_the_evaluated_days_of_truth_are_read(tiny_lake, demand_data):
     assert none is None
 
 
-def test_the_moving_average_blend_is_chosen_on_the_backtest_and_kept_when_saved(fitted, tmp_path):
-    """blend.choose_weights gives the baseline all the weight where it alone is right, the model
-    all of it where the model is; a forecaster told {segment: 0} forecasts each series' 28-day
-    moving average, and the saved forecaster keeps its weights."""
+def test_the_blend_with_the_simple_forecasts_is_chosen_on_the_backtest_and_kept_when_saved(fitted, tmp_path):
+    """blend.choose_weights gives a simple forecast all the weight where it alone is right, the
+    model all of it where the model is; a forecaster told to serve the moving average (or TSB)
+    forecasts exactly that, and the saved forecaster keeps its weights. A version saved with one
+    number per segment (before TSB) reads as the model against the moving average."""
     import copy
 
     from models.demand import blend
 
     rng = np.random.default_rng(3)
-    actual = rng.poisson(3.0, 400).astype(float)
-    noise = rng.normal(0, 2.0, 400)
-    segment = np.repeat([0, 1], 200)
-    model = np.where(segment == 0, actual, actual + noise)  # right in segment 0
-    baseline = np.where(segment == 1, actual, actual + noise)  # right in segment 1
-    assert blend.choose_weights(model, baseline, actual, segment, np.ones(400)) == {0: 1.0, 1: 0.0}
-    assert (blend.apply(model, baseline, segment, {}) == model).all()  # no weights: the model
+    actual = rng.poisson(3.0, 600).astype(float)
+    noise = rng.normal(0, 2.0, 600)
+    segment = np.repeat([0, 1, 2], 200)
+    model, average, tsb = (np.where(segment == s, actual, actual + rng.permutation(noise)) for s in range(3))
+    candidates = np.column_stack([model, average, tsb])
+    assert blend.choose_weights(candidates, actual, segment, np.ones(600)) == {
+        0: [1.0, 0.0, 0.0], 1: [0.0, 1.0, 0.0], 2: [0.0, 0.0, 1.0]}
+    assert (blend.apply(candidates, segment, {}) == model).all()  # no weights: the model
+    assert blend.as_mix(0.7) == pytest.approx([0.7, 0.3, 0.0]) and blend.model_share({0: [0.5, 0.5, 0], 1: 1.0}) == 0.75
 
     series = fitted.panel_.series.head(3)
     rows = fitted.planned_rows(series[["store_id", "sku_id"]], [fitted.origin_ + dt.timedelta(days=1)])
-    level = fitted.moving_averages(rows["store_id"], rows["sku_id"])
-    baseline_only = copy.copy(fitted).blend({s: 0.0 for s in range(len(blend.LEVEL_EDGES) + 1)})
-    assert baseline_only.predict(rows) == pytest.approx(level)
-    assert fitted.predict(rows) != pytest.approx(level)  # the fitted model's own weights (none) left alone
-    again = DemandForecaster.load(baseline_only.save(tmp_path / "blended"))
-    assert again.blend_ == baseline_only.blend_ and again.predict(rows) == pytest.approx(level)
+    simple = fitted.simple_forecasts(rows["store_id"], rows["sku_id"])
+    assert (simple >= 0).all() and simple.shape == (3, 2)
+    segments = range(len(blend.LEVEL_EDGES) + 1)
+    for column, mix in ((0, [0.0, 1.0, 0.0]), (1, [0.0, 0.0, 1.0])):
+        served = copy.copy(fitted).blend({s: mix for s in segments})
+        assert served.predict(rows) == pytest.approx(simple[:, column])
+    assert fitted.predict(rows) != pytest.approx(simple[:, 0])  # the fitted model's own weights (none) left alone
+    average_only = copy.copy(fitted).blend({s: 0.0 for s in segments})  # the format of older versions
+    assert average_only.predict(rows) == pytest.approx(simple[:, 0])
+    again = DemandForecaster.load(average_only.save(tmp_path / "blended"))
+    assert again.blend_ == {s: [0.0, 1.0, 0.0] for s in segments}
+    assert again.predict(rows) == pytest.approx(simple[:, 0])

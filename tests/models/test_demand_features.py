@@ -185,3 +185,39 @@ def test_a_training_set_binned_slice_by_slice_trains_the_model_of_the_whole_matr
     assert sliced.num_trees() == 10
     np.testing.assert_array_equal(sliced.predict(whole), at_once.predict(whole))
     assert sliced.predict(whole).std() > 0  # a model that learned something, not a constant
+
+
+def test_intermittency_features_follow_tsb_and_skip_closed_days():
+    """TSB: probability and size of a sale, each smoothed by 0.1 over the days with a row; a
+    closed day (no row) changes nothing; days since the last sale count calendar days."""
+    from models.demand.features import intermittency_features
+
+    units = np.array([[np.nan, 2.0, 0.0, np.nan, 0.0, 4.0]], np.float32)
+    f = intermittency_features(units)
+    # day 1: first row, a sale of 2 → p = 1, size = 2; day 2: p = 0.9; day 4: p = 0.81; day 5: p = 0.829, size 2.2
+    assert np.isnan(f["tsb_level"][0, 0])
+    assert f["tsb_level"][0, 1:].tolist() == pytest.approx([2.0, 1.8, 1.8, 1.62, 0.829 * 2.2], rel=1e-5)
+    assert np.isnan(f["days_since_last_sale"][0, 0]) and f["days_since_last_sale"][0, 1:].tolist() == [0, 1, 2, 3, 0]
+    assert f["zero_share_28d"][0, 4] == pytest.approx(2 / 3)  # zeros on 2 of the 3 days with a row
+
+
+def test_launch_age_is_capped_and_date_of_year_needs_a_year_of_history():
+    from models.demand.features import feature_columns
+    from models.demand.forecaster import keeps_date_of_year, sized_params
+
+    panel = build_panel(_demand({("S", "A"): [1.0] * 100}))
+    spec = FeatureSpec(launch_age_cap_days=30)
+    rows = pd.DataFrame({"store_id": ["S", "S"], "sku_id": ["A", "A"], "dt": [START + dt.timedelta(days=10),
+                                                                               START + dt.timedelta(days=99)],
+                         "origin": [START + dt.timedelta(days=9), START + dt.timedelta(days=98)],
+                         "list_price": 100.0, "offer_discount_pct": 0.0})
+    columns, _ = feature_columns(panel, history_features(panel, spec), rows, _attrs(), spec)
+    assert columns["sku_age_days"].tolist() == [10, 30]  # a young item's age, then the cap: no clock
+    assert not keeps_date_of_year(FeatureSpec(), 300) and keeps_date_of_year(FeatureSpec(), 365 + 28)
+    assert keeps_date_of_year(FeatureSpec(date_of_year="always"), 30)
+    assert not keeps_date_of_year(FeatureSpec(date_of_year="never"), 3000)
+    # one series of 400 days: leaves of 10 rows, not four leaves of 100; millions of rows: the config's
+    assert sized_params({"min_data_in_leaf": 100, "num_leaves": 63}, 400) == \
+        {"min_data_in_leaf": 10, "num_leaves": 10}
+    assert sized_params({"min_data_in_leaf": 100, "num_leaves": 63}, 2_000_000) == \
+        {"min_data_in_leaf": 100, "num_leaves": 63}

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from models.metrics import bias, interval_coverage, wape, wrmsse
+from models.metrics import bias, interval_coverage, interval_coverage_units, wape, wrmsse
 
 
 def _frame(values: dict[str, list[float]], start: dt.date, price: float = 10.0) -> pd.DataFrame:
@@ -46,4 +46,7 @@ def test_wape_bias_coverage():
     assert wape(y, f) == pytest.approx(3 / 15)
     assert bias(y, f) == pytest.approx(-1 / 15)
     assert interval_coverage(y, pd.Series([9, 0, 6]), pd.Series([11, 1, 7])) == pytest.approx(2 / 3)
+    # by units: the zero row is covered but weighs nothing; the 5 units outside the band count
+    assert interval_coverage_units(y, pd.Series([9, 0, 6]), pd.Series([11, 1, 7])) == pytest.approx(10 / 15)
+    assert math.isnan(interval_coverage_units(pd.Series([0.0]), pd.Series([0]), pd.Series([1])))
     assert math.isnan(wape(pd.Series([0.0]), pd.Series([1.0])))
