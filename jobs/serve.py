@@ -45,6 +45,16 @@ def ready_timeout() -> float:
     return float(os.environ.get("QUANYU_SERVE_READY_TIMEOUT_S", READY_TIMEOUT_S))
 
 
+FAILING_GIVE_UP_S = 60  # QUANYU_SERVE_FAILING_GIVE_UP_S overrides it
+
+
+def failing_give_up() -> float:
+    """How long a family may report a load error, without serving any version, before `serve
+    --detach` stops waiting for it: a model that fails to load for a minute on end (its files are
+    gone, its code cannot run) will not load by waiting out the whole ready timeout."""
+    return float(os.environ.get("QUANYU_SERVE_FAILING_GIVE_UP_S", FAILING_GIVE_UP_S))
+
+
 def private_home(home: Path) -> None:
     """QUANYU_HOME readable by its owner alone: it holds keys, the tracking store and logs."""
     home.mkdir(parents=True, exist_ok=True)
@@ -135,13 +145,16 @@ def families_ready(url: str, key: str, expected: set[str] | None = None) -> tupl
 
 
 def wait_ready(url: str, key: str, timeout: float | None = None, say=print,
-               expected: set[str] | None = None) -> list[dict]:
+               expected: set[str] | None = None, stop_requested=lambda: False) -> list[dict] | None:
     """Wait until every expected family serves a version (up to `timeout`, default
-    ready_timeout()). Raises TimeoutError naming the ones that do not."""
+    ready_timeout()); None as soon as `stop_requested()` (a SIGTERM while starting). Raises
+    TimeoutError naming the families that do not serve."""
     timeout = ready_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     families: list[dict] = []
     while time.monotonic() < deadline:
+        if stop_requested():
+            return None
         ok, families = families_ready(url, key, expected)
         if ok:
             return families
@@ -270,7 +283,10 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        families = wait_ready(url, key, say=say, expected=with_alias(runtime.tracking_uri, alias))
+        families = wait_ready(url, key, say=say, expected=with_alias(runtime.tracking_uri, alias),
+                              stop_requested=lambda: stopping["now"])
+        if families is None:  # stopped while starting: `serve --detach` gave up, or an operator
+            return
         say(f"serving at {url} (OpenAPI at {url}/docs, the planner's page at {url}/planner)")
         for f in families:
             say(f"  {f['family']:<9} quanyu-{f['family']} " + (f"v{f['version']} ({alias})" if f["version"] else
@@ -325,6 +341,8 @@ def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: flo
     key = keys.api[0]
     expected = with_alias(runtime.tracking_uri, alias)
     families: list[dict] = []
+    failing_since: dict[str, float] = {}  # family → when it began reporting a load error without a version
+    waited = f"within {ready_timeout():.0f} s"
     deadline = time.monotonic() + ready_timeout()
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -333,10 +351,22 @@ def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: flo
         ok, families = families_ready(url, key, expected)
         if ok:
             return {**info, "families": families, "key": user}
+        now = time.monotonic()
+        for f in families:  # a replica restarting in between ("still loading") does not reset the clock
+            if expected is not None and f["family"] not in expected:
+                continue  # no version has the alias: nothing to wait for
+            if f["version"]:
+                failing_since.pop(f["family"], None)
+            elif f["last_error"]:
+                failing_since.setdefault(f["family"], now)
+        if failing_since and now - min(failing_since.values()) >= failing_give_up():
+            waited = f"after failing to load for {failing_give_up():.0f} s"
+            break
         time.sleep(1.0)
     # give up: say why where the operator looks, and stop what was started (it holds the port)
-    missing = [f"{f['family']} ({f['last_error'] or 'still loading'})" for f in families if not f["version"]]
-    reason = (f"not every family with a {alias} served it within {ready_timeout():.0f} s: "
+    missing = [f"{f['family']} ({f['last_error'] or 'still loading'})" for f in families
+               if not f["version"] and (expected is None or f["family"] in expected)]
+    reason = (f"not every family with a {alias} served it {waited}: "
               + (", ".join(missing) if missing else f"{url}/v1/models never answered"))
     logs = f"{ray_temp_dir(runtime.home) or '/tmp/ray'}/session_latest/logs/serve/"
     log.write(f"quanyu serve --detach gave up: {reason}; stopping the server. Tracebacks of the model "
@@ -360,6 +390,12 @@ def stop(runtime: Runtime, timeout: float = 60.0) -> str:
             time.sleep(0.5)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
+    # what the server started and may have left behind when it was stopped half-way through its
+    # start (its Ray: GCS, raylet, the proxy holding the port) is in its process group
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, TypeError):
+        pass
     _remove_haproxy_files(runtime.home)  # what a server killed before its own clean-up left behind
     state.unlink(missing_ok=True)
     return f"stopped the server at {info['url']} (pid {pid})"

@@ -36,6 +36,11 @@ class TrainingConfig(BaseModel):
         "objective": "lambdarank", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
         "feature_fraction": 0.8, "lambdarank_truncation_level": 20, "eval_at": [10]})
     num_boost_round: int = Field(200, ge=1)
+    label_windows: int = Field(4, ge=1, le=12, description="at most this many holdout-length label windows, "
+                               "each ending where the next begins, stacked until min_training_members bought "
+                               "in them: more members and purchases to learn from on small data")
+    min_training_members: int = Field(2000, ge=1, description="member windows with a purchase that are enough: "
+                                      "no earlier window is added once this many are in")
     member_batch: int = Field(2000, ge=1, description="members per Ray task of candidate generation")
 
 
@@ -158,7 +163,40 @@ class Ranker:
 
 def fit_ranker(data: MatchingData, cutoff: dt.date, config: MatchingConfig,
                progress=lambda line: None) -> tuple[Ranker, dict[str, float]]:
-    """A LambdaRank model from features as of `cutoff` and the purchases of the next holdout_days."""
+    """A LambdaRank model from features as of `cutoff` and the purchases of the next holdout_days,
+    and, while fewer than `training.min_training_members` members bought in the windows so far, as
+    of earlier cutoffs one holdout length apart (up to `training.label_windows`), stacked."""
+    horizon = config.evaluation.holdout_days
+    parts: list[tuple] = []
+    for window in range(config.training.label_windows):
+        if sum(len(p[2]) for p in parts) >= config.training.min_training_members:
+            break
+        rows = _ranker_rows(data, cutoff - dt.timedelta(days=horizon * window), config)
+        if rows is not None:
+            parts.append(rows)
+    if not parts:
+        raise ValueError(f"no member bought in the {horizon} days after {cutoff} among the candidates, so the "
+                         "ranker has nothing to learn from; the lake needs more members with purchases")
+    features = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    groups = np.concatenate([p[2] for p in parts])
+    names = parts[0][3]
+    progress(f"ranker training set: {len(groups):,} member windows, {len(y):,} candidate rows, "
+             f"{int(y.sum()):,} purchases ({len(parts)} label window(s))")
+    params = {"verbose": -1, "seed": config.training.seed, "deterministic": True, "num_threads": 2,
+              **config.training.params}
+    dataset = lgb.Dataset(features, y, group=groups, feature_name=names,
+                          categorical_feature=["item_category_code", "item_style_code", "item_availability",
+                                               "member_segment_code"])
+    booster = lgb.train(params, dataset, config.training.num_boost_round)
+    info = {"training_members": float(len(groups)), "training_rows": float(len(y)),
+            "training_windows": float(len(parts))}
+    return Ranker(names, booster), info
+
+
+def _ranker_rows(data: MatchingData, cutoff: dt.date, config: MatchingConfig):
+    """One label window's training rows: (features, labels, group sizes, feature names) of the
+    sampled members who bought in the holdout_days after `cutoff`, or None when none did."""
     horizon = config.evaluation.holdout_days
     state = MatchingState.build(data.interactions, data.members, data.products, cutoff, config.candidates)
     labels = purchases_between(data.interactions, cutoff, cutoff + dt.timedelta(days=horizon))
@@ -167,6 +205,8 @@ def fit_ranker(data: MatchingData, cutoff: dt.date, config: MatchingConfig,
     rng = np.random.default_rng(config.training.seed)
     if len(buyers) > config.training.max_members:
         buyers = np.sort(rng.choice(buyers, size=config.training.max_members, replace=False))
+    if not len(buyers):
+        return None
     pairs, features = _pairs_for(state, buyers, config)
     n_items = len(state.items)
     label_keys = state.member_positions(labels["member_id"]).astype(np.int64) * n_items + state.item_positions(labels["sku_id"])
@@ -175,18 +215,10 @@ def fit_ranker(data: MatchingData, cutoff: dt.date, config: MatchingConfig,
     group_sizes = np.bincount(np.searchsorted(buyers, pairs.member), minlength=len(buyers))
     positives = np.bincount(np.searchsorted(buyers, pairs.member), weights=y, minlength=len(buyers))
     keep_group = positives > 0
+    if not keep_group.any():
+        return None
     keep_row = keep_group[np.searchsorted(buyers, pairs.member)]
-    progress(f"ranker training set: {int(keep_group.sum()):,} members, {int(keep_row.sum()):,} candidate rows, "
-             f"{int(y[keep_row].sum()):,} purchases")
-    names = state.feature_names()
-    params = {"verbose": -1, "seed": config.training.seed, "deterministic": True, "num_threads": 2,
-              **config.training.params}
-    dataset = lgb.Dataset(features[keep_row], y[keep_row], group=group_sizes[keep_group], feature_name=names,
-                          categorical_feature=["item_category_code", "item_style_code", "item_availability",
-                                               "member_segment_code"])
-    booster = lgb.train(params, dataset, config.training.num_boost_round)
-    info = {"training_members": float(keep_group.sum()), "training_rows": float(keep_row.sum())}
-    return Ranker(names, booster), info
+    return features[keep_row], y[keep_row], group_sizes[keep_group], state.feature_names()
 
 
 def rank_members(state: MatchingState, ranker: Ranker, members: np.ndarray, k: int,

@@ -484,7 +484,8 @@ def test_per_endpoint_latency_and_status_counts_are_exported(server):
 @pytest.mark.heavy
 def test_serve_detach_that_gives_up_stops_its_server_and_says_why(tmp_path):
     """A champion whose files are gone: its replicas never hold it (and fail Serve's health check).
-    `quanyu serve --detach` gives up after QUANYU_SERVE_READY_TIMEOUT_S, writes why to serve.log,
+    `quanyu serve --detach` gives up once the family has failed to load for
+    QUANYU_SERVE_FAILING_GIVE_UP_S on end (not after the whole ready timeout), writes why to serve.log,
     stops the server it started (the port is free again) and exits 1 naming the family."""
     import os
     import subprocess
@@ -500,14 +501,16 @@ def test_serve_detach_that_gives_up_stops_its_server_and_says_why(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("QUANYU_API_KEYS", "QUANYU_ADMIN_KEYS", "RAY_ADDRESS",
                                                              "MLFLOW_TRACKING_URI")}
     # keys the operator gives: handed to the server in a private file it deletes, not in its environment
-    env.update(QUANYU_HOME=str(home), QUANYU_SERVE_READY_TIMEOUT_S="45", QUANYU_API_KEYS="operator-key-1",
-               QUANYU_ADMIN_KEYS="operator-admin-1")
+    # a family failing to load for 3 s on end is given up on, whatever is left of the ready timeout
+    env.update(QUANYU_HOME=str(home), QUANYU_SERVE_READY_TIMEOUT_S="240", QUANYU_SERVE_FAILING_GIVE_UP_S="3",
+               QUANYU_API_KEYS="operator-key-1", QUANYU_ADMIN_KEYS="operator-admin-1")
     quanyu = str(Path(sys.executable).parent / "quanyu")
     port = str(_free_port())
     done = subprocess.run([quanyu, "serve", "--detach", "--port", port, "--poll-seconds", "2"], env=env,
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "location (" in done.stderr and "The server was stopped" in done.stderr and "Traceback" not in done.stderr
+    assert "after failing to load for 3 s" in done.stderr
     log = (home / "serve.log").read_text()
     assert "quanyu serve --detach gave up" in log and "location (" in log and "logs/serve/" in log
     assert not (home / "serve.json").exists() and not list(home.glob(".keys-*"))  # the server took its keys
