@@ -36,7 +36,7 @@ class TrainingConfig(BaseModel):
         "objective": "lambdarank", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
         "feature_fraction": 0.8, "lambdarank_truncation_level": 20, "eval_at": [10]})
     num_boost_round: int = Field(200, ge=1)
-    label_windows: int = Field(4, ge=1, le=12, description="at most this many holdout-length label windows, "
+    label_windows: int = Field(1, ge=1, le=12, description="at most this many holdout-length label windows, "
                                "each ending where the next begins, stacked until min_training_members bought "
                                "in them: more members and purchases to learn from on small data")
     min_training_members: int = Field(2000, ge=1, description="member windows with a purchase that are enough: "

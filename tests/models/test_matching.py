@@ -179,6 +179,21 @@ def test_segments_are_made_of_whatever_member_columns_the_brand_has(data):
                             FAST.candidates.model_copy(update={"segment_by": ("shoe_size",)}))
 
 
+def test_label_windows_stack_earlier_windows_until_enough_members_bought(data):
+    """On small data the ranker may learn from earlier label windows too (training.label_windows),
+    one holdout length apart, until min_training_members member windows are in."""
+    cutoff = data.data_date - dt.timedelta(days=28)
+    training = FAST.training
+    _, one = fit_ranker(data, cutoff, FAST)
+    stacked = FAST.model_copy(update={"training": training.model_copy(update={"label_windows": 3})})
+    _, three = fit_ranker(data, cutoff, stacked)
+    assert one["training_windows"] == 1 and three["training_windows"] == 3
+    assert three["training_members"] > 2 * one["training_members"]
+    enough = FAST.model_copy(update={"training": training.model_copy(
+        update={"label_windows": 3, "min_training_members": int(one["training_members"])})})
+    assert fit_ranker(data, cutoff, enough)[1]["training_windows"] == 1  # the first window had enough
+
+
 def test_candidate_spec_refuses_unknown_keys():
     with pytest.raises(Exception, match="extra"):
         CandidateSpec.model_validate({"repurchase": 5, "psychic": 3})
