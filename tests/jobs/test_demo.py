@@ -39,8 +39,8 @@ def test_the_demo_ends_with_a_location_champion_and_picks_on_the_planner_page(ch
                                str(tmp_path / "retrain.yaml")], env=env, capture_output=True, text=True, timeout=600)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         out = demo.stdout
-        assert "1/4 lake already at" in out and "0 problem(s)" in out, out
-        assert "3/4 the daily retrain (merge, train location, gate, promote)" in out, out
+        assert "1/3 lake already at" in out, out
+        assert "2/3 the daily retrain (validate and merge every new day, train location, gate, promote)" in out, out
         assert re.search(r"location +v1 +spearman [\d.]+ .* promoted", out) and "quanyu-location v1" in out, out
         assert "demand    no champion: not one of the retrain's families" in out, out
         assert f"planner's page  http://127.0.0.1:{port}/planner" in out, out
