@@ -187,22 +187,10 @@ def peer_forecasts(units: np.ndarray, alpha: float = 0.1, beta: float = 0.1) -> 
     return out
 
 
-def bootstrap_ratio(model: pd.DataFrame, peer: pd.DataFrame, seed: int = 0) -> tuple[float, float]:
-    """95 % interval of WRMSSE(model) / WRMSSE(peer), resampling the same series for both."""
-    rng = np.random.default_rng(seed)
-    joined = model.join(peer, lsuffix="_m", rsuffix="_p", how="inner")
-    w, a, b = joined["weight_m"].to_numpy(), joined["rmsse_m"].to_numpy(), joined["rmsse_p"].to_numpy()
-    if len(joined) == 1:  # one series: resample its days instead is out of reach here; no interval
-        return float("nan"), float("nan")
-    picks = rng.integers(0, len(joined), size=(BOOTSTRAP, len(joined)))
-    ratios = (w[picks] * a[picks]).sum(1) / (w[picks] * b[picks]).sum(1)
-    return float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))
-
-
 def demand_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *, unit_price: float | None,
                 timezone: str, tracking_uri: str, say) -> dict:
     """Train demand on the lake cut HORIZON days before its end; score the HORIZON days after."""
-    from models.metrics import series_rmsse, series_scales
+    from models.metrics import bootstrap_wrmsse_ratio, series_rmsse, series_scales
 
     when = pd.to_datetime(export[mapping["timestamp"]])
     local = when.dt.tz_convert(timezone) if when.dt.tz is not None else when
@@ -243,7 +231,7 @@ def demand_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *, u
     scores = {m: float((t["rmsse"] * t["weight"]).sum() / t["weight"].sum()) for m, t in table.items()}
     peers = {m: s for m, s in scores.items() if m != "quanyu"}
     best = min(peers, key=peers.get)
-    low, high = bootstrap_ratio(table["quanyu"], table[best])
+    low, high = bootstrap_wrmsse_ratio(table["quanyu"], table[best], BOOTSTRAP)
     covered = scored["p10"].notna() & (grid["units_sold"] >= scored["p10"]) & (grid["units_sold"] <= scored["p90"])
     with_band = scored["p10"].notna()
     units_total = grid.loc[with_band, "units_sold"].sum()
@@ -264,6 +252,7 @@ def matching_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *,
     """Train matching on the interactions up to the `quantile` of time; score the next
     `window_days` days' items of the users seen before, against popularity peers."""
     from models.matching.model import ranking_metrics_each
+    from models.metrics import bootstrap_mean_difference
 
     when = pd.to_datetime(export[mapping["timestamp"]]).dt.tz_convert(timezone)
     cutoff = when.quantile(quantile).date()
@@ -290,14 +279,12 @@ def matching_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *,
     scores = {m: float(v.mean()) for m, v in each.items()}
     peers = {m: s for m, s in scores.items() if m != "quanyu"}
     best = max(peers, key=peers.get)
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(users), size=(BOOTSTRAP, len(users)))
-    diffs = each["quanyu"][picks].mean(1) - each[best][picks].mean(1)
+    low, high = bootstrap_mean_difference(each["quanyu"], each[best], BOOTSTRAP)
     return {"dataset": name, "cutoff_quantile": quantile, "cutoff": str(cutoff), "holdout_days": window_days,
             "users": len(users), "training_seconds": round(seconds, 1),
             "ndcg_at_10": {m: round(s, 4) for m, s in scores.items()}, "best_peer": best,
             "ratio_to_best_peer": round(scores["quanyu"] / scores[best], 3),
-            "difference_95ci": [round(float(np.quantile(diffs, 0.025)), 4), round(float(np.quantile(diffs, 0.975)), 4)]}
+            "difference_95ci": [round(low, 4), round(high, 4)]}
 
 
 def main(out: Path, say=print) -> dict:

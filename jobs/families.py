@@ -55,11 +55,15 @@ class Footprint:
 
 FAMILY_JOBS = {
     "demand": FamilyJob("demand", "jobs.train_demand", "models.demand.config:DemandConfig",
-                        ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_oracle", "wape",
-                         "interval_coverage_p10_p90"), "origin",
+                        ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_tsb", "wrmsse_oracle",
+                         "wrmsse_ratio_best_baseline", "wrmsse_ratio_best_baseline_ci_low",
+                         "wrmsse_ratio_best_baseline_ci_high", "wape", "interval_coverage_p10_p90",
+                         "interval_coverage_p10_p90_units"), "origin",
                         Footprint("demand_daily", 2.0, 220.0)),
     "matching": FamilyJob("matching", "jobs.train_matching", "models.matching.model:MatchingConfig",
-                          ("ndcg_at_10", "ndcg_at_10_popularity", "ndcg_at_10_segment_popularity", "ndcg_at_10_oracle",
+                          ("ndcg_at_10", "ndcg_at_10_popularity", "ndcg_at_10_segment_popularity",
+                           "ndcg_at_10_popularity_unseen", "ndcg_at_10_oracle", "ndcg_at_10_diff_best_baseline",
+                           "ndcg_at_10_diff_best_baseline_ci_low", "ndcg_at_10_diff_best_baseline_ci_high",
                            "recall_at_10", "candidate_recall", "map_at_10", "catalogue_coverage",
                            "audience_auc_new_sku", "audience_auc_new_sku_segment_popularity"), "data date",
                           Footprint("interactions", 3.5, 215.0)),

@@ -171,7 +171,8 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
               "blend_weights": json.dumps(evaluation.blend_weights),
               "sized_min_data_in_leaf": forecaster.params_["min_data_in_leaf"],
               "sized_num_leaves": forecaster.params_["num_leaves"],
-              "date_of_year_features": any(c in forecaster.features_order_ for c in DATE_OF_YEAR)}
+              "date_of_year_features": any(c in forecaster.features_order_ for c in DATE_OF_YEAR),
+              "best_baseline": evaluation.best_baseline}
     tags.update(run_tags or {})  # e.g. the daily retrain's parent run
     with family_run("demand", tracking_uri, artifact_root, f"demand {last_day}", config, tags, params,
                     metrics) as (run, folder):

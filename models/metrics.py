@@ -126,3 +126,31 @@ def interval_coverage_units(actual: pd.Series, lower: pd.Series, upper: pd.Serie
     inside = (actual >= np.asarray(lower)) & (actual <= np.asarray(upper))
     total = actual.clip(min=0).sum()
     return float(actual.clip(min=0)[inside].sum() / total) if total > 0 else float("nan")
+
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_wrmsse_ratio(model: pd.DataFrame, peer: pd.DataFrame, resamples: int = BOOTSTRAP_RESAMPLES,
+                           seed: int = 0) -> tuple[float, float]:
+    """95 % interval of WRMSSE(model) / WRMSSE(peer), resampling the same series for both (paired):
+    `model` and `peer` are series_rmsse() tables (rmsse, weight) over the same series. NaN, NaN
+    with fewer than two series (resampling one series says nothing)."""
+    joined = model.join(peer, lsuffix="_m", rsuffix="_p", how="inner")
+    if len(joined) < 2:
+        return float("nan"), float("nan")
+    w, a, b = joined["weight_m"].to_numpy(), joined["rmsse_m"].to_numpy(), joined["rmsse_p"].to_numpy()
+    picks = np.random.default_rng(seed).integers(0, len(joined), size=(resamples, len(joined)))
+    ratios = (w[picks] * a[picks]).sum(1) / (w[picks] * b[picks]).sum(1)
+    return float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))
+
+
+def bootstrap_mean_difference(model: np.ndarray, peer: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                              seed: int = 0) -> tuple[float, float]:
+    """95 % interval of mean(model − peer) over the same units (members), resampled in pairs."""
+    model, peer = np.asarray(model, float), np.asarray(peer, float)
+    if len(model) < 2:
+        return float("nan"), float("nan")
+    picks = np.random.default_rng(seed).integers(0, len(model), size=(resamples, len(model)))
+    diffs = model[picks].mean(1) - peer[picks].mean(1)
+    return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))

@@ -19,7 +19,11 @@ from models.demand.features import build_panel
 from models.demand.forecaster import DemandData, DemandForecaster
 from models.demand import blend as blending
 from models.demand.train import Layout
-from models.metrics import bias, interval_coverage, interval_coverage_units, series_scales, wape, wrmsse
+from models.metrics import (
+    bias, bootstrap_wrmsse_ratio, interval_coverage, interval_coverage_units, series_rmsse, series_scales, wape, wrmsse,
+)
+
+BASELINES = ("seasonal_naive", "moving_average", "tsb")
 
 NEW_SKU_DAYS = 28  # a SKU launched fewer days than this before the origin counts as new
 
@@ -55,13 +59,34 @@ class Evaluation:
     origins: list[OriginResult] = field(default_factory=list)
     blend_weights: dict[int, list[float]] = field(default_factory=dict)  # chosen on every origin: the production model's
     residuals: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (forecast, actual) per origin
+    pooled: dict[str, float] = field(default_factory=dict)  # metrics over every origin's series at once
+    best_baseline: str | None = None  # the baseline with the lowest mean WRMSSE
 
     @property
     def metrics(self) -> dict[str, float]:
-        """Each metric averaged over the origins where it exists."""
+        """Each metric averaged over the origins where it exists, and the pooled ones."""
         keys = sorted({k for o in self.origins for k in o.metrics})
-        return {k: float(np.nanmean([o.metrics.get(k, np.nan) for o in self.origins])) for k in keys
-                if not all(np.isnan(o.metrics.get(k, np.nan)) for o in self.origins)}
+        return {**{k: float(np.nanmean([o.metrics.get(k, np.nan) for o in self.origins])) for k in keys
+                   if not all(np.isnan(o.metrics.get(k, np.nan)) for o in self.origins)}, **self.pooled}
+
+
+def paired_to_best_baseline(evaluation: Evaluation, scored: list[dict[str, pd.DataFrame]]) -> tuple[str, dict[str, float]]:
+    """The model's WRMSSE over every origin's series pooled, as a ratio to the best baseline's
+    (the one with the lowest mean WRMSSE), with a 95 % paired bootstrap interval over those series:
+    whether the model beats the best simple forecast by more than noise. `scored`: per origin, the
+    series_rmsse() table of the model and of each baseline."""
+    means = {name: np.nanmean([o.metrics.get(f"wrmsse_{name}", np.nan) for o in evaluation.origins])
+             for name in BASELINES}
+    best = min(means, key=lambda name: np.inf if np.isnan(means[name]) else means[name])
+    model = pd.concat([s["prediction"] for s in scored], keys=range(len(scored)))
+    peer = pd.concat([s[best] for s in scored], keys=range(len(scored)))
+    joined = model.join(peer, lsuffix="_m", rsuffix="_p", how="inner")
+    if joined.empty:
+        return best, {}
+    ratio = float((joined["weight_m"] * joined["rmsse_m"]).sum() / (joined["weight_m"] * joined["rmsse_p"]).sum())
+    low, high = bootstrap_wrmsse_ratio(model, peer)
+    return best, {"wrmsse_ratio_best_baseline": ratio, "wrmsse_ratio_best_baseline_ci_low": low,
+                  "wrmsse_ratio_best_baseline_ci_high": high}
 
 
 def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None = None,
@@ -74,6 +99,7 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
     origins = [last_day - dt.timedelta(days=horizon * k) for k in range(config.evaluation.origins, 0, -1)]
     evaluation = Evaluation()
     residuals: list[tuple[np.ndarray, np.ndarray]] = []  # (forecast, actual) of each origin so far
+    scored: list[dict[str, pd.DataFrame]] = []  # per origin: series_rmsse of the model and of each baseline
     forecaster = None
     launch = data.products.set_index("sku_id")["launch_date"]
     earlier: list[tuple[np.ndarray, ...]] = []  # (candidates, actual, segment, scale) of each origin
@@ -105,9 +131,10 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
                    "bias": bias(holdout["units_sold"], holdout["prediction"]),
                    "wrmsse_lightgbm": wrmsse(None, holdout, prediction="lightgbm", scales=scales),
                    "blend_model_share": blending.model_share(weights)}
-        for name in ("seasonal_naive", "moving_average", "tsb"):
+        for name in BASELINES:
             metrics[f"wrmsse_{name}"] = wrmsse(None, holdout, prediction=name, scales=scales)
             metrics[f"wape_{name}"] = wape(holdout["units_sold"], holdout[name])
+        scored.append({name: series_rmsse(scales, holdout, prediction=name) for name in ("prediction", *BASELINES)})
         launched = pd.to_datetime(holdout["sku_id"].map(launch)).to_numpy()
         # new SKUs: launched within NEW_SKU_DAYS before the origin (some history) or after it (none)
         groups = {"new_sku": launched > np.datetime64(origin - dt.timedelta(days=NEW_SKU_DAYS)),
@@ -145,6 +172,8 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
     if forecaster is not None and residuals:
         forecaster.calibrate(*(np.concatenate(parts) for parts in zip(*residuals)))  # every origin's
     evaluation.residuals = residuals
+    if scored:
+        evaluation.best_baseline, evaluation.pooled = paired_to_best_baseline(evaluation, scored)
     if earlier:
         evaluation.blend_weights = blending.choose_weights(*(np.concatenate(parts) for parts in zip(*earlier)))
     return evaluation, forecaster

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lake.contract import RAW_TABLES, complete
 from lake.store import Lake, LakeError
 from models.config import FamilyConfig
+from models.metrics import bootstrap_mean_difference
 from models.matching.state import SOURCES, CandidateSpec, MatchingState, Pairs
 
 INTERACTION_COLUMNS = ["member_id", "sku_id", "channel", "units", "revenue", "lines"]
@@ -323,13 +324,24 @@ def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: N
     oracle = oracle_rankings(data, state, members, cutoff, end, k)
     if oracle is not None:
         baselines["oracle"] = oracle
+    each_model = ranking_metrics_each(ranked, relevant, k)["ndcg"]
+    best, best_ndcg = None, None
     for name, lists in baselines.items():
+        if name != "oracle":
+            per_member = ranking_metrics_each(lists, relevant, k)["ndcg"]
+            if best_ndcg is None or per_member.mean() > best_ndcg.mean():
+                best, best_ndcg = name, per_member
         res = ranking_metrics(lists, relevant, k)
         metrics[f"ndcg_at_{k}_{name}"] = res["ndcg"]
         metrics[f"recall_at_{k}_{name}"] = res["recall"]
         metrics[f"map_at_{k}_{name}"] = res["map"]
         metrics[f"catalogue_coverage_{name}"] = float(len(np.unique(np.concatenate(lists))) / max(available.sum(), 1))
 
+    if best_ndcg is not None and len(each_model):
+        # the ranker against the best popularity ranking, paired over the same holdout members
+        low, high = bootstrap_mean_difference(each_model, best_ndcg, seed=config.training.seed)
+        metrics.update({f"ndcg_at_{k}_diff_best_baseline": float(each_model.mean() - best_ndcg.mean()),
+                        f"ndcg_at_{k}_diff_best_baseline_ci_low": low, f"ndcg_at_{k}_diff_best_baseline_ci_high": high})
     buckets = activity_bucket(state.members["frequency"].to_numpy()[members])
     rows = []
     for b in sorted(set(buckets), key=lambda x: ["0 (new)", "1-2", "3-9", "10-29", "30+"].index(x)):

@@ -34,6 +34,12 @@ def test_run_logs_metrics_plots_inputs_and_lineage(trained):
     run = client.get_run(result.run_id)
     assert set(KEYS) <= set(run.data.metrics)
     assert run.data.metrics["wrmsse"] < run.data.metrics["wrmsse_seasonal_naive"]
+    # against the best simple forecast, pooled over the origins' series, with a paired interval
+    m = run.data.metrics
+    assert m["wrmsse_ratio_best_baseline_ci_low"] <= m["wrmsse_ratio_best_baseline"] <= \
+        m["wrmsse_ratio_best_baseline_ci_high"]
+    assert run.data.params["best_baseline"] in ("seasonal_naive", "moving_average", "tsb")
+    assert {"wrmsse_tsb", "interval_coverage_p10_p90_units"} <= set(m)
     assert run.data.tags["family"] == "demand" and run.data.tags["lake_last_dt"] == "2025-08-28"
     assert len(run.data.tags["git_commit"]) in (7, 40) or run.data.tags["git_commit"] == "unknown"
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}

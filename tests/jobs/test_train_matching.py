@@ -39,6 +39,9 @@ def test_run_logs_the_issue_keys_the_plot_and_inputs(trained):
     run = client.get_run(version.run_id)
     assert set(KEYS) <= set(run.data.metrics)
     assert run.data.metrics["ndcg_at_10"] > run.data.metrics["ndcg_at_10_popularity"]
+    m = run.data.metrics  # the ranker against the best popularity ranking, paired over holdout members
+    assert m["ndcg_at_10_diff_best_baseline_ci_low"] <= m["ndcg_at_10_diff_best_baseline"] <= \
+        m["ndcg_at_10_diff_best_baseline_ci_high"]
     assert run.data.tags["family"] == "matching"
     assert {a.path for a in client.list_artifacts(version.run_id, "plots")} == {"plots/ndcg_by_activity.png"}
     assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == ["interactions", "members", "products"]
