@@ -390,12 +390,6 @@ def stop(runtime: Runtime, timeout: float = 60.0) -> str:
             time.sleep(0.5)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
-    # what the server started and may have left behind when it was stopped half-way through its
-    # start (its Ray: GCS, raylet, the proxy holding the port) is in its process group
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, TypeError):
-        pass
     _remove_haproxy_files(runtime.home)  # what a server killed before its own clean-up left behind
     state.unlink(missing_ok=True)
     return f"stopped the server at {info['url']} (pid {pid})"
