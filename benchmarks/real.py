@@ -19,6 +19,7 @@ user's own history left out).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import subprocess
@@ -187,6 +188,37 @@ def peer_forecasts(units: np.ndarray, alpha: float = 0.1, beta: float = 0.1) -> 
     return out
 
 
+PEERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-peers" / "bin" / "python"
+
+
+def statsforecast_peers(units: np.ndarray, series: list, origin: dt.date, folder: Path, say) -> dict[str, np.ndarray]:
+    """statsforecast's AutoETS (weekly season) on every series from its first sale to the origin,
+    as `quanyu bench demand` runs it: in .venv-peers (statsforecast needs pandas < 3), a subprocess
+    reading the same series. Empty when that environment is missing (`make .venv-peers/bin/python`)."""
+    if not PEERS_PYTHON.exists():
+        say("statsforecast peers skipped: no .venv-peers (make .venv-peers/bin/python)")
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    days = pd.date_range(end=pd.Timestamp(origin), periods=units.shape[1], freq="D")
+    ids = np.array([f"{s}|{k}" for s, k in series], dtype=object)
+    seen = ~np.isnan(units)
+    rows, cols = np.nonzero(seen)
+    long = pd.DataFrame({"unique_id": ids[rows], "ds": days[cols], "y": units[rows, cols]})
+    paths = [folder / "series.parquet", folder / "peers.parquet", folder / "peers.json"]
+    long.to_parquet(paths[0])
+    done = subprocess.run([str(PEERS_PYTHON), str(Path(__file__).parent / "peers" / "statsforecast_demand.py"),
+                           str(paths[0]), str(HORIZON), str(paths[1]), str(paths[2])], capture_output=True, text=True)
+    if done.returncode != 0:
+        say(f"statsforecast peers failed: {done.stderr[-300:]}")
+        return {}
+    peers = pd.read_parquet(paths[1])
+    grid = pd.DataFrame({"unique_id": np.repeat(ids, HORIZON),
+                         "ds": np.tile(pd.date_range(pd.Timestamp(origin) + pd.Timedelta(days=1), periods=HORIZON), len(ids))})
+    grid = grid.merge(peers, how="left", on=["unique_id", "ds"])
+    return {"auto_ets": grid["AutoETS"].fillna(0).clip(lower=0).to_numpy(),
+            "croston_optimized": grid["CrostonOptimized"].fillna(0).clip(lower=0).to_numpy()}
+
+
 def demand_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *, unit_price: float | None,
                 timezone: str, tracking_uri: str, say) -> dict:
     """Train demand on the lake cut HORIZON days before its end; score the HORIZON days after."""
@@ -217,19 +249,23 @@ def demand_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *, u
         pd.MultiIndex.from_frame(grid[["store_id", "sku_id", "dt"]])).fillna(0).to_numpy()
 
     forecasts = {k: v.ravel() for k, v in peer_forecasts(units).items()}
+    forecasts.update(statsforecast_peers(units, series, origin, work / "statsforecast", say))
     known = forecaster.panel_.series.astype(str)
     pairs = pd.DataFrame(series, columns=["store_id", "sku_id"])
     in_panel = pairs.merge(known.assign(found=True), how="left", on=["store_id", "sku_id"])["found"].fillna(False).to_numpy(bool)
     rows = forecaster.planned_rows(pairs[in_panel].reset_index(drop=True), days)
     p50 = forecaster.predict(rows)
     p10, p90 = forecaster.intervals(p50)
+    bare = copy.copy(forecaster).blend({}).predict(rows)  # the global LightGBM alone, without the simple forecasts
     scored = pd.DataFrame({"store_id": rows["store_id"].astype(str), "sku_id": rows["sku_id"].astype(str),
                            "dt": pd.to_datetime(rows["dt"]).dt.date, "p10": p10, "p50": p50, "p90": p90})
     scored = grid.merge(scored, how="left", on=["store_id", "sku_id", "dt"])
     forecasts["quanyu"] = scored["p50"].fillna(0).to_numpy()
+    lightgbm = grid.merge(scored[["store_id", "sku_id", "dt"]].assign(bare=bare), how="left", on=["store_id", "sku_id", "dt"])
+    forecasts["quanyu_lightgbm_alone"] = lightgbm["bare"].fillna(0).to_numpy()
     table = {m: series_rmsse(scales, grid.assign(prediction=f)) for m, f in forecasts.items()}
     scores = {m: float((t["rmsse"] * t["weight"]).sum() / t["weight"].sum()) for m, t in table.items()}
-    peers = {m: s for m, s in scores.items() if m != "quanyu"}
+    peers = {m: s for m, s in scores.items() if not m.startswith("quanyu")}
     best = min(peers, key=peers.get)
     low, high = bootstrap_wrmsse_ratio(table["quanyu"], table[best], BOOTSTRAP)
     covered = scored["p10"].notna() & (grid["units_sold"] >= scored["p10"]) & (grid["units_sold"] <= scored["p90"])
