@@ -10,15 +10,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Stamp files: re-install only when the project's metadata changes. --no-compile: no bytecode for
-# every module of every package at install (half the install's time); Python compiles what is
-# imported, once, on first use.
+# Stamp files: re-install only when the project's metadata changes.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --no-compile -c constraints.txt -e .
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
