@@ -85,7 +85,11 @@ def wrmsse(history: pd.DataFrame, holdout: pd.DataFrame, *, prediction: str = "p
     """
     if scales is None:
         scales = series_scales(history, target=target, revenue=revenue, weight_days=weight_days)
-    table = series_rmsse(scales, holdout, prediction=prediction, target=target)
+    return weighted_rmsse(series_rmsse(scales, holdout, prediction=prediction, target=target))
+
+
+def weighted_rmsse(table: pd.DataFrame) -> float:
+    """WRMSSE from a series_rmsse() table; NaN when no series qualifies."""
     if table.empty:
         return float("nan")
     return float((table["rmsse"] * table["weight"]).sum() / table["weight"].sum())

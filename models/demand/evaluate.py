@@ -20,7 +20,8 @@ from models.demand.forecaster import DemandData, DemandForecaster
 from models.demand import blend as blending
 from models.demand.train import Layout
 from models.metrics import (
-    bias, bootstrap_wrmsse_ratio, interval_coverage, interval_coverage_units, series_rmsse, series_scales, wape, wrmsse,
+    bias, bootstrap_wrmsse_ratio, interval_coverage, interval_coverage_units, series_rmsse, series_scales, wape, weighted_rmsse,
+    wrmsse,
 )
 
 BASELINES = ("seasonal_naive", "moving_average", "tsb")
@@ -127,14 +128,16 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
         prediction[known] = blending.apply(now[0], now[2], weights)
         holdout["prediction"] = prediction
         earlier.append(now)
-        metrics = {"wrmsse": wrmsse(None, holdout, scales=scales), "wape": wape(holdout["units_sold"], holdout["prediction"]),
+        # each forecast's per-series errors once: WRMSSE here, the paired interval after the loop
+        scored.append({name: series_rmsse(scales, holdout, prediction=name) for name in ("prediction", *BASELINES)})
+        metrics = {"wrmsse": weighted_rmsse(scored[-1]["prediction"]),
+                   "wape": wape(holdout["units_sold"], holdout["prediction"]),
                    "bias": bias(holdout["units_sold"], holdout["prediction"]),
                    "wrmsse_lightgbm": wrmsse(None, holdout, prediction="lightgbm", scales=scales),
                    "blend_model_share": blending.model_share(weights)}
         for name in BASELINES:
-            metrics[f"wrmsse_{name}"] = wrmsse(None, holdout, prediction=name, scales=scales)
+            metrics[f"wrmsse_{name}"] = weighted_rmsse(scored[-1][name])
             metrics[f"wape_{name}"] = wape(holdout["units_sold"], holdout[name])
-        scored.append({name: series_rmsse(scales, holdout, prediction=name) for name in ("prediction", *BASELINES)})
         launched = pd.to_datetime(holdout["sku_id"].map(launch)).to_numpy()
         # new SKUs: launched within NEW_SKU_DAYS before the origin (some history) or after it (none)
         groups = {"new_sku": launched > np.datetime64(origin - dt.timedelta(days=NEW_SKU_DAYS)),
