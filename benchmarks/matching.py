@@ -82,8 +82,8 @@ def main(lake_root: Path, out: Path, config: MatchingConfig) -> dict:
     if len(members) > config.evaluation.max_members:
         members = np.sort(rng.choice(members, size=config.evaluation.max_members, replace=False))
     relevant_by = holdout.groupby("member_id")["sku_id"].agg(set)
-    relevant = [{state._item_pos[s] for s in relevant_by.get(state.members["member_id"].iat[m], set())
-                 if s in state._item_pos} for m in members]
+    relevant = [{p for p in state.item_positions(relevant_by.get(state.members["member_id"].iat[m], ())) if p >= 0}
+                for m in members]
     history = state.history.tocoo()
     report["ranker_fit_seconds"] = round(ranker_seconds, 1)
     runs = []

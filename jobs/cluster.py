@@ -22,9 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from jobs.runtime import private_token
+from jobs.runtime import CLUSTER_STATE, auth_env, cluster_state, private_token
 
-STATE = "cluster.json"
 
 
 def _free_port() -> int:
@@ -38,11 +37,6 @@ def _ray() -> str:
     if not found:
         raise RuntimeError("the `ray` command is not installed in this environment")
     return found
-
-
-def _state(home: Path) -> dict | None:
-    path = home / "cluster" / STATE
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _alive(pid: int | None) -> bool:
@@ -64,7 +58,7 @@ def up(config_path: Path, home: Path, port: int | None = None, timeout: float = 
     """Start the head and the autoscaler; returns {"address", "pid", "log"} once the head answers."""
     import ray._private.services as services
 
-    previous = _state(home)
+    previous = cluster_state(home)
     if previous and _alive(previous.get("pid")):
         raise RuntimeError(f"a local cluster is already up at {previous['address']} (pid {previous['pid']}); "
                            "quanyu cluster down first")
@@ -103,7 +97,7 @@ def up(config_path: Path, home: Path, port: int | None = None, timeout: float = 
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     info = {"address": address, "jobs": f"http://127.0.0.1:{dashboard_port}", "pid": process.pid,
             "log": str(folder / "ray.log")}
-    (folder / STATE).write_text(json.dumps(info))
+    (folder / CLUSTER_STATE).write_text(json.dumps(info))
     deadline = time.monotonic() + timeout
     host, _, p = address.rpartition(":")
     while time.monotonic() < deadline:
@@ -117,14 +111,6 @@ def up(config_path: Path, home: Path, port: int | None = None, timeout: float = 
             time.sleep(0.5)
     down(home)
     raise TimeoutError(f"the head did not answer within {timeout:.0f} s; see {info['log']}")
-
-
-def auth_env(home: Path, address: str | None) -> dict[str, str]:
-    """What a client of the local cluster at `address` needs in its environment (token auth)."""
-    info = _state(home)
-    if not (info and address and address in (info["address"], info.get("jobs"))):
-        return {}
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(home / "cluster" / "auth_token")}
 
 
 def nodes(address: str, home: Path) -> list[dict]:
@@ -143,7 +129,7 @@ def nodes(address: str, home: Path) -> list[dict]:
 
 def down(home: Path, grace: float = 3.0) -> str:
     """Stop the head, its autoscaler and every worker node the autoscaler started."""
-    info = _state(home)
+    info = cluster_state(home)
     if info is None:
         return f"no local cluster recorded in {home / 'cluster'}"
     pid = info.get("pid")
@@ -163,5 +149,5 @@ def down(home: Path, grace: float = 3.0) -> str:
         os.killpg(pid, signal.SIGKILL)  # stragglers of the group
     except OSError:
         pass
-    (home / "cluster" / STATE).unlink(missing_ok=True)
+    (home / "cluster" / CLUSTER_STATE).unlink(missing_ok=True)
     return f"stopped the local cluster at {info['address']}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -60,6 +61,24 @@ def private_token(path: Path) -> Path:
     return path
 
 
+CLUSTER_STATE = "cluster.json"  # QUANYU_HOME/cluster/: what `quanyu cluster up` started
+
+
+def cluster_state(home: Path) -> dict | None:
+    """The local cluster `quanyu cluster up` started from this QUANYU_HOME (its address, Jobs URL,
+    pid), or None."""
+    path = home / "cluster" / CLUSTER_STATE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def auth_env(home: Path, address: str | None) -> dict[str, str]:
+    """What a client of the local cluster at `address` needs in its environment (token auth)."""
+    info = cluster_state(home)
+    if not (info and address and address in (info["address"], info.get("jobs"))):
+        return {}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(home / "cluster" / "auth_token")}
+
+
 def _token_auth_on(token: Path) -> None:
     """Token authentication on, explicitly, for the local Ray this process starts (and its
     children): Ray would turn it on anyway and say so on every command; chosen here, it is
@@ -82,8 +101,6 @@ def ensure_ray(runtime: Runtime, *, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if runtime.ray_address:
-        from jobs.cluster import auth_env
-
         os.environ.update(auth_env(runtime.home, runtime.ray_address))  # `quanyu cluster up`'s token
         ray.init(address=runtime.ray_address, log_to_driver=True)
         return

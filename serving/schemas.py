@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from models.demand.features import MAX_HORIZON_DAYS
+
 # ids as the lake's contract allows them: printable, no path separators, bounded length
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
 City = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f/\\]+$")]
@@ -28,7 +30,9 @@ class WhatIf(Strict):
 class ForecastRequest(Strict):
     store_id: Id
     sku_ids: list[Id] = Field(min_length=1, max_length=200)
-    horizon_days: int = Field(28, ge=1, le=28)
+    horizon_days: int | None = Field(None, ge=1, le=MAX_HORIZON_DAYS, description=(
+        "days ahead, 1 to the served model's horizon (its config's `features.horizon`, 28 by default; "
+        "a request beyond it answers 422 saying the range); omitted: the whole horizon"))
     what_if: WhatIf | None = None
 
 

@@ -43,6 +43,8 @@ def write_dimensions(lake: Lake, world: w.World) -> dict[str, int]:
         "favourite_category_boost": w.FAVOURITE_CATEGORY_BOOST, "favourite_style_boost": w.FAVOURITE_STYLE_BOOST,
         "affinity": "age_category_pref[age, cat] × boost(fav categories) × sensitivity_band_pref[sens, band] "
                     "× boost(fav style); P(buy sku) ∝ affinity × products.true_popularity",
+        # a consumer's weight in each channel (rows: channel_prefs; columns: online, offline)
+        "channel_prefs": list(w.CHANNEL_PREFS), "channel_weight": w.CHANNEL_WEIGHT.tolist(),
     }
     (lake.table_dir("truth", "params")).mkdir(parents=True, exist_ok=True)
     (lake.table_dir("truth", "params") / "world.json").write_text(json.dumps(params, indent=2, default=str))

@@ -32,6 +32,7 @@ DATE_OF_YEAR = ("day_of_year", "month", "day_of_month")  # features that only a 
 INTERMITTENCY = ("tsb_level", "zero_share_28d", "days_since_last_sale")
 TSB_ALPHA = TSB_BETA = 0.1  # smoothing of the TSB (Teunter–Syntetos–Babai) level: size and probability of a sale
 EVENT_REACH_DAYS = 45  # days-to / days-since an event are clipped here
+MAX_HORIZON_DAYS = 91  # the longest forecast a demand config may ask for (and the API accepts)
 CATEGORICAL = ("store_id", "channel", "platform", "format", "city", "category", "subcategory", "style", "price_band")
 SKU_ATTRIBUTES = ("category", "subcategory", "style", "price_band")
 
@@ -41,7 +42,7 @@ class FeatureSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    horizon: int = Field(28, ge=1, le=91, description="days ahead a forecast reaches")
+    horizon: int = Field(28, ge=1, le=MAX_HORIZON_DAYS, description="days ahead a forecast reaches")
     windows: tuple[int, ...] = Field((7, 28, 56), description="mean units over the last N days before the origin")
     same_weekday_weeks: int = Field(4, ge=0, le=8, description="units on the target's weekday in the last N weeks")
     intermittency: bool = Field(True, description="TSB level, share of zero days, days since the last sale: "

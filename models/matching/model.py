@@ -11,6 +11,7 @@ Training and evaluation use two cutoffs, each a snapshot built only from purchas
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from lake.contract import RAW_TABLES, complete
 from lake.store import Lake, LakeError
 from models.config import FamilyConfig
 from models.metrics import bootstrap_mean_difference
+from models.matching.audience import audience_scores, segment_affinity
 from models.matching.state import SOURCES, CandidateSpec, MatchingState, Pairs
 
 INTERACTION_COLUMNS = ["member_id", "sku_id", "channel", "units", "revenue", "lines"]
@@ -92,9 +94,11 @@ def read_matching_data(lake: Lake, days: int) -> MatchingData:
     members = complete(lake.read("raw", "members"), RAW_TABLES["members"], keep_extra=True).to_pandas()
     products = complete(lake.read("raw", "products"), RAW_TABLES["products"]).to_pandas()
     truth = None
-    if lake.files("truth", "consumers") and lake.files("truth", "products"):
+    params = lake.table_dir("truth", "params") / "world.json"
+    if lake.files("truth", "consumers") and lake.files("truth", "products") and params.exists():
         truth = {"consumers": lake.read("truth", "consumers").to_pandas(),
-                 "products": lake.read("truth", "products").to_pandas(), "lake": lake}
+                 "products": lake.read("truth", "products").to_pandas(), "lake": lake,
+                 "params": json.loads(params.read_text())}
     return MatchingData(interactions, members, products, data_date, truth)
 
 
@@ -275,7 +279,7 @@ def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: N
         members = np.sort(rng.choice(members, size=config.evaluation.max_members, replace=False))
     ids = state.members["member_id"].to_numpy()
     relevant_by_member = holdout.groupby("member_id")["sku_id"].agg(set)
-    relevant = [{state._item_pos[s] for s in relevant_by_member.get(ids[m], set()) if s in state._item_pos}
+    relevant = [{p for p in state.item_positions(relevant_by_member.get(ids[m], ())) if p >= 0}
                 for m in members]
     ranked, pairs = rank_members(state, ranker, members, k, config)
     progress(f"ranked {len(members):,} holdout members")
@@ -374,15 +378,31 @@ def popularity_order(state: MatchingState) -> np.ndarray:
     return order[available[order]]
 
 
+def true_affinity(consumers: pd.DataFrame, params: dict) -> np.ndarray:
+    """Each consumer's true affinity for each product combo (category × price band × style, the
+    order of truth/products' `combo`), from the hidden preferences the generator wrote to
+    truth/consumers and the formula and weights in truth/params/world.json ("affinity")."""
+    def codes(column: str, names: list[str]) -> np.ndarray:
+        return consumers[column].map({v: i for i, v in enumerate(names)}).to_numpy()
+
+    n, rows = len(consumers), np.arange(len(consumers))
+    category = np.asarray(params["age_category_pref"], dtype=float)[codes("age_band", params["age_bands"])]
+    category[rows, codes("fav_category_1", params["categories"])] *= params["favourite_category_boost"]
+    category[rows, codes("fav_category_2", params["categories"])] *= params["favourite_category_boost"] / 2
+    band = np.asarray(params["sensitivity_band_pref"], dtype=float)[codes("price_sensitivity", params["sensitivities"])]
+    style = np.ones((n, len(params["styles"])))
+    style[rows, codes("fav_style", params["styles"])] = params["favourite_style_boost"]
+    return (category[:, :, None, None] * band[:, None, :, None] * style[:, None, None, :]).reshape(n, -1)
+
+
 def oracle_rankings(data: MatchingData, state: MatchingState, members: np.ndarray, cutoff: dt.date, end: dt.date,
                     k: int) -> list[np.ndarray] | None:
     """With truth/: rank every available SKU by the true purchase intensity of the member —
     affinity(member, SKU's combo) × the SKU's true expected units in the member's city over the
     holdout / the city's total affinity mass for that combo (how the generator draws buyers)."""
-    if data.truth is None:
+    if data.truth is None or "channel_weight" not in data.truth["params"]:  # lakes generated before it was written
         return None
-    from lake.generate.world import CHANNEL_PREFS, CHANNEL_WEIGHT, affinity
-
+    params = data.truth["params"]
     consumers = data.truth["consumers"]
     lake: Lake = data.truth["lake"]
     days = [d for d in lake.partitions("truth", "expected_demand") if cutoff < d <= end]
@@ -391,9 +411,9 @@ def oracle_rankings(data: MatchingData, state: MatchingState, members: np.ndarra
     expected = lake.read_all("truth", "expected_demand", days=days).to_pandas()
     units = expected.groupby(["city", "sku_id"])["expected_units"].sum()
     truth_products = data.truth["products"].set_index("sku_id")
-    aff = affinity(consumers)  # (consumers, combos)
-    pref = consumers["channel_pref"].map({p: i for i, p in enumerate(CHANNEL_PREFS)}).to_numpy()
-    mass = consumers["activity"].to_numpy() * CHANNEL_WEIGHT[pref].sum(axis=1)
+    aff = true_affinity(consumers, params)  # (consumers, combos)
+    pref = consumers["channel_pref"].map({p: i for i, p in enumerate(params["channel_prefs"])}).to_numpy()
+    mass = consumers["activity"].to_numpy() * np.asarray(params["channel_weight"])[pref].sum(axis=1)
     item_ids = state.items["sku_id"].to_numpy()
     combo = truth_products["combo"].reindex(item_ids).to_numpy()
     available = state.items["available"].to_numpy() & ~np.isnan(combo)
@@ -422,8 +442,6 @@ def evaluate_audience(state: MatchingState, ranker: Ranker, holdout: pd.DataFram
     """For SKUs new at the cutoff (launched within new_arrival_days, or planned inside the
     holdout) with enough holdout buyers: AUC of the members who bought them, scored by the
     audience model and by segment popularity of the SKU's category and price band."""
-    from models.matching.recommender import audience_scores, segment_affinity
-
     items = state.items
     new = np.flatnonzero(items["available"].to_numpy() & (items["age_days"].to_numpy() <= config.candidates.new_arrival_days))
     buyers = holdout.groupby("sku_id")["member_id"].agg(set)

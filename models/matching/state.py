@@ -267,7 +267,11 @@ class MatchingState:
         return np.array([self._member_pos.get(m, -1) for m in member_ids], dtype=int)
 
     def item_positions(self, sku_ids) -> np.ndarray:
+        """Positions of SKU ids; -1 for ids the snapshot does not know."""
         return np.array([self._item_pos.get(s, -1) for s in sku_ids], dtype=int)
+
+    def item_position(self, sku_id: str) -> int:
+        return self._item_pos.get(sku_id, -1)
 
     def has_history(self, members: np.ndarray) -> np.ndarray:
         return np.diff(self.history.indptr)[members] > 0

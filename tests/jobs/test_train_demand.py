@@ -88,3 +88,35 @@ def test_batch_scoring_writes_28_days_for_every_active_series(trained, tiny_lake
     again = predict_demand.main(lake, uri, alias=CHAMPION, batch_series=100)  # a rerun replaces, not appends
     assert len(pd.read_parquet(again.path)) == len(forecasts)
     shutil.rmtree(lake.root)
+
+
+@pytest.mark.parametrize("horizon", [14, 56])
+def test_a_config_s_horizon_is_trained_gated_and_served_to_its_last_day(horizon, tiny_lake, ray_session, tmp_path):
+    """The horizon is the config's (1–91 days), not 28: the gate's sanity check asks the model for
+    its own horizon (a 14-day model was refused for failing a 28-day request) and the API serves
+    every day of it (a 56-day model could not be asked for days 29–56), saying the range beyond."""
+    from jobs.promotion import sanity_problems
+    from serving import handlers
+    from serving.families import FamilyModel
+
+    # a small model: what is tested is the horizon's path from the config to the API, not accuracy
+    config = FAST.model_copy(update={"features": FAST.features.model_copy(update={"horizon": horizon}),
+                                     "training": FAST.training.model_copy(update={"num_boost_round": 15})})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = train_demand.main(config, tiny_lake, uri, artifact_root=str(tmp_path / "mlartifacts"))
+    model = FamilyModel("demand", uri, alias="candidate")
+    model.check()
+    loaded = model.current
+    assert loaded is not None and loaded.version == result.version, model.last_error
+    assert sanity_problems("demand", loaded.predictor) == []
+
+    forecaster = loaded.predictor
+    store = forecaster.panel_.series["store_id"].iat[0]
+    sku = forecaster.panel_.series[forecaster.panel_.series["store_id"] == store]["sku_id"].iat[0]
+    status, body = handlers.forecast(loaded, {"store_id": store, "sku_ids": [sku]})
+    assert status == 200, body
+    days = body["forecasts"][0]["days"]
+    assert len(days) == horizon
+    assert days[-1]["date"] == (forecaster.origin_ + dt.timedelta(days=horizon)).isoformat()
+    status, body = handlers.forecast(loaded, {"store_id": store, "sku_ids": [sku], "horizon_days": horizon + 1})
+    assert status == 422 and f"1–{horizon}" in body["detail"], body

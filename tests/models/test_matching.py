@@ -217,3 +217,15 @@ def test_a_version_that_serves_recent_popularity_says_so_and_leaves_out_what_was
     assert recommender.served == "ranker" and recommender.recommend(member_id, 10).fallback is None
     again = MatchingRecommender.load(popular.save(tmp_path / "popular"))
     assert again.served == "popularity_unseen" and again.recommend(member_id, 10, "online").items == answer.items
+
+
+def test_the_oracle_s_affinity_read_from_truth_is_the_generator_s(data):
+    """The oracle ranks by the affinity it reads from truth/ (the consumers' hidden preferences and
+    truth/params/world.json's weights), never by importing the generator: it must be exactly the
+    affinity the generator drew purchases from."""
+    from lake.generate.world import affinity
+    from models.matching.model import true_affinity
+
+    consumers = data.truth["consumers"]
+    assert np.array_equal(true_affinity(consumers, data.truth["params"]), affinity(consumers))
+    assert {"channel_prefs", "channel_weight"} <= set(data.truth["params"])

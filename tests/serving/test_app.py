@@ -79,7 +79,7 @@ def test_demand_forecast_and_its_errors(server):
     assert sum(d["p50"] for d in cheaper["forecasts"][0]["days"]) >= sum(d["p50"] for d in body["forecasts"][0]["days"])
     cases = [({"store_id": "NOPE-1", "sku_ids": skus}, 404, "unknown store_id"),
              ({"store_id": store, "sku_ids": ["XX-000000"]}, 404, "unknown sku_id"),
-             ({"store_id": store, "sku_ids": skus, "horizon_days": 29}, 422, "less than or equal to 28"),
+             ({"store_id": store, "sku_ids": skus, "horizon_days": 29}, 422, "horizon_days must be 1–28, got 29"),
              ({"store_id": store}, 422, "Field required"),
              ({"store_id": store, "sku_ids": skus, "colour": "red"}, 422, "Extra inputs are not permitted"),
              ({"store_id": "../../etc/passwd", "sku_ids": skus}, 422, "should match pattern"),

@@ -1,0 +1,66 @@
+"""What every command group shares: the root `quanyu` group, the runtime, options and helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from jobs.runtime import Runtime
+
+EXIT_FAILURE = 2
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ray-address", default=None, help="Ray cluster address [default: $RAY_ADDRESS, else a local Ray].")
+@click.pass_context
+def cli(ctx: click.Context, ray_address: str | None) -> None:
+    """Quanyu: the omnichannel retail ML platform."""
+    ctx.ensure_object(dict)
+    ctx.obj["ray_address"] = ray_address
+
+
+def runtime_of(ctx: click.Context, lake: str | None) -> Runtime:
+    """Where this command works: QUANYU_HOME, the lake, the tracking store, the Ray address."""
+    return Runtime.resolve(lake=lake, ray_address=ctx.obj.get("ray_address"))
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+lake_option = click.option("--lake", "lake", type=click.Path(file_okay=False), default=None,
+                           help="Lake folder [default: $QUANYU_HOME/lake].")
+
+
+def parse_dates(values: tuple[str, ...]) -> list[dt.date] | None:
+    if not values:
+        return None
+    out = []
+    for v in values:
+        try:
+            out.append(dt.date.fromisoformat(v))
+        except ValueError:
+            raise click.BadParameter(f"{v!r} is not a date; use YYYY-MM-DD", param_hint="--date") from None
+    return out
+
+
+def retrain_config(path: str | None = None):
+    """The retrain config (the promotion gates): `path`, else configs/retrain.yaml, else defaults."""
+    from jobs.retrain import RetrainConfig
+
+    path = path or (str(CONFIGS / "retrain.yaml") if (CONFIGS / "retrain.yaml").exists() else None)
+    return RetrainConfig.from_yaml(path) if path else RetrainConfig()
+
+
+def gates() -> dict:
+    """Each family's promotion gate: configs/retrain.yaml's, the built-in one where it names none."""
+    from jobs.promotion import DEFAULT_GATES
+
+    return {**DEFAULT_GATES, **retrain_config().gates}

@@ -1,0 +1,99 @@
+"""`quanyu models`: the registered versions of each family, promotion and rollback by hand."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from jobs.cli.common import cli, gates, runtime_of
+
+
+@cli.group("models")
+def models_cmd() -> None:
+    """The registry: what each family serves, every version's gate and lineage, promote and roll back."""
+
+
+def _client(ctx):
+    from mlflow import MlflowClient
+
+    return MlflowClient(runtime_of(ctx, None).tracking_uri)
+
+
+_family_arg = click.argument("family", type=click.Choice(["demand", "matching", "location"]))
+
+
+
+@models_cmd.command("list")
+@click.pass_context
+def models_list(ctx) -> None:
+    """Per family: champion, candidate, versions, and the champion's main metric (the metric of
+    its gate in configs/retrain.yaml)."""
+    from jobs.promotion import alias_version, describe_versions
+
+    client = _client(ctx)
+    click.echo(f"{'family':<9} {'champion':>8} {'candidate':>9} {'versions':>8}  main metric of the champion")
+    for family, gate in gates().items():
+        versions = describe_versions(client, family, gate.metric)
+        champion = alias_version(client, family, "champion")
+        candidate = alias_version(client, family, "candidate")
+        value = next((v[gate.metric] for v in versions if v["version"] == champion), None)
+        click.echo(f"{family:<9} {('v' + champion) if champion else '-':>8} {('v' + candidate) if candidate else '-':>9} "
+                   f"{len(versions):>8}  " + (f"{gate.metric} {value:.4f}" if value is not None else "-"))
+
+
+@models_cmd.command("show")
+@_family_arg
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models_show(ctx, family, as_json) -> None:
+    """Every version of FAMILY, newest first: aliases, main metric, gate verdict, lake days, commit."""
+    from jobs.promotion import describe_versions, history
+
+    client = _client(ctx)
+    metric = gates()[family].metric
+    versions = describe_versions(client, family, metric)
+    if as_json:
+        click.echo(json.dumps({"family": family, "versions": versions, "champion_history": history(client, family)},
+                              indent=1))
+        return
+    if not versions:
+        raise click.ClickException(f"quanyu-{family} has no registered version; run quanyu retrain or quanyu train {family}")
+    for v in versions:
+        value = f"{v[metric]:.4f}" if v[metric] is not None else "-"
+        click.echo(f"v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {metric} {value:<8} lake {v['lake_days']}  "
+                   f"commit {v['git_commit'] or '?'}  {v['created']}")
+        if v["gate"]:
+            click.echo(f"      gate: {v['gate']}")
+
+
+@models_cmd.command("promote")
+@_family_arg
+@click.argument("version")
+@click.pass_context
+def models_promote(ctx, family, version) -> None:
+    """Make VERSION of FAMILY the champion by hand (serving follows within its poll interval)."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.promotion import promote
+
+    client = _client(ctx)
+    try:
+        previous = promote(client, family, version.lstrip("v"), "promoted by hand", by="hand")
+    except MlflowException:
+        raise click.ClickException(f"quanyu-{family} has no version {version}; see quanyu models show {family}") from None
+    click.echo(f"quanyu-{family}: champion v{previous or '-'} -> v{version.lstrip('v')}")
+
+
+@models_cmd.command("rollback")
+@_family_arg
+@click.pass_context
+def models_rollback(ctx, family) -> None:
+    """Point FAMILY's champion back at the version it had before the current one."""
+    from jobs.promotion import rollback
+
+    try:
+        current, target = rollback(_client(ctx), family)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"quanyu-{family}: champion v{current} -> v{target} (rolled back)")
