@@ -31,7 +31,8 @@ from models.demand.config import DemandConfig
 from models.demand.features import (
     CATEGORICAL, build_panel, feature_columns, history_features, training_set, with_random_origins,
 )
-from models.demand.train import choose_layout, lightgbm_dataset, node_cpus, train_booster
+from models.demand.train import choose_layout, lightgbm_dataset, train_booster
+from models.executor import OnRay
 from models.metrics import series_scales, wape, wrmsse
 
 PEERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-peers" / "bin" / "python"
@@ -74,9 +75,11 @@ def main(lake_root: Path, folder: Path, config: DemandConfig) -> dict:
     (panel, history, rows, y), t_prepare, m_prepare = _timed(prepare)
     history_rows = None  # the panel and the training set hold what is needed
     categorical = list(CATEGORICAL)  # categorical features as float codes, as the family trains
-    layout = choose_layout(training, len(rows), node_cpus())
+    on_ray = OnRay()
+    layout = choose_layout(training, len(rows), on_ray.node_cpus())
     params = dict(training.params)
-    booster, t_ray, m_ray = _timed(lambda: train_booster(rows, y, params, training.num_boost_round, layout, categorical))
+    booster, t_ray, m_ray = _timed(lambda: train_booster(rows, y, params, training.num_boost_round, layout, categorical,
+                                                         on_ray))
 
     # the peer: the same rows, bins and parameters, lgb.train in this process (no Ray)
     bare_params = {**params, "num_threads": layout.cpus_per_worker, "verbose": -1}

@@ -61,6 +61,16 @@ def private_token(path: Path) -> Path:
     return path
 
 
+def executor():
+    """Where the families' work goes from a job: the connected Ray cluster (ensure_ray first), or
+    this process when the caller has none (a job called from a notebook)."""
+    import ray
+
+    from models.executor import Local, OnRay
+
+    return OnRay() if ray.is_initialized() else Local()
+
+
 CLUSTER_STATE = "cluster.json"  # QUANYU_HOME/cluster/: what `quanyu cluster up` started
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jobs.runtime import executor
 from jobs.tracking import TrainResult, family_run, log_inputs, register
 from lake.contract import RAW_TABLES, complete, empty
 from lake.store import Lake, LakeError
@@ -134,7 +135,7 @@ def holdout_metrics(config: DemandConfig, lake: Lake) -> dict[str, float]:
     """The rolling-origin holdout's metrics of `config` on the lake, without fitting, logging or
     registering the production model: how the retrain's gate re-scores a champion's recipe."""
     data, truth = read_demand_data(lake, truth_days=evaluated_days(config))
-    evaluation, _ = evaluate(data, config, truth)
+    evaluation, _ = evaluate(data, config, truth, executor=executor())
     return {k: v for k, v in evaluation.metrics.items() if v == v}  # drop NaN
 
 
@@ -154,8 +155,9 @@ def main(config: DemandConfig, lake: Lake, tracking_uri: str, config_path: str |
 
     data, truth = read_demand_data(lake, truth_days=evaluated_days(config), as_of=as_of)
     say(f"read {len(data.demand):,} demand rows")
-    evaluation, last_origin = evaluate(data, config, truth, progress=say)
-    forecaster = DemandForecaster(config).fit(data).blend(evaluation.blend_weights)
+    where = executor()  # the cluster: one task of a node's CPUs per model, or Ray Train across nodes
+    evaluation, last_origin = evaluate(data, config, truth, progress=say, executor=where)
+    forecaster = DemandForecaster(config).fit(data, executor=where).blend(evaluation.blend_weights)
     mixes = {s: "/".join(f"{w:g}" for w in blending.as_mix(m)) for s, m in evaluation.blend_weights.items()}
     say(f"fitted the production model up to {forecaster.origin_} ({forecaster.layout_.describe()}); mix of "
         f"model / 28-day moving average / TSB by level segment: {mixes or 'the model alone'}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from jobs.runtime import executor
 from jobs.tracking import TrainResult, family_run, log_inputs, register
 from lake.store import Lake
 from models.location.cannibalisation import CannibalisationEstimate
@@ -107,7 +108,7 @@ def holdout_metrics(config: LocationConfig, lake: Lake) -> dict[str, float]:
     production model or logging: how the retrain's gate re-scores a champion's recipe."""
     data = read_location_data(lake, config.features.member_days)
     table = training_table(data, config.features, config.training.min_trading_days)
-    evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites))
+    evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites), executor())
     return {k: v for k, v in evaluation.metrics.items() if v == v}
 
 
@@ -126,7 +127,7 @@ def main(config: LocationConfig, lake: Lake, tracking_uri: str, config_path: str
     data = read_location_data(lake, config.features.member_days)
     table = training_table(data, config.features, config.training.min_trading_days)
     say(f"{len(table)} trading stores in {table['city'].nunique()} cities, {len(data.sites):,} candidate sites")
-    evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites))
+    evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites), executor())
     say(f"spatial CV over {evaluation.folds} folds: spearman {evaluation.metrics['spearman']:.3f}")
     metrics = {k: v for k, v in evaluation.metrics.items() if v == v}
     config, found = with_estimated_cannibalisation(data, config)

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from jobs.runtime import executor
 from jobs.tracking import TrainResult, family_run, log_inputs, register
 from lake.store import Lake
+from models.executor import Executor
 from models.matching.model import Evaluation, MatchingConfig, MatchingData, evaluate, fit_ranker, read_matching_data
 from models.matching.recommender import MatchingRecommender
 from models.matching.state import MatchingState
@@ -40,10 +42,10 @@ def history_days(config: MatchingConfig) -> int:
 
 
 def build_recommender(data: MatchingData, config: MatchingConfig, progress=lambda line: None,
-                      meta: dict | None = None) -> MatchingRecommender:
+                      meta: dict | None = None, executor: Executor | None = None) -> MatchingRecommender:
     """The production ranker (labels: the last holdout_days) and the snapshot as of the data date."""
     h = config.evaluation.holdout_days
-    ranker, _ = fit_ranker(data, data.data_date - dt.timedelta(days=h), config, progress)
+    ranker, _ = fit_ranker(data, data.data_date - dt.timedelta(days=h), config, progress, executor)
     state = MatchingState.build(data.interactions, data.members, data.products, data.data_date, config.candidates)
     return MatchingRecommender(state, ranker, config, {"data_date": str(data.data_date), **(meta or {})})
 
@@ -73,7 +75,7 @@ def holdout_metrics(config: MatchingConfig, lake: Lake) -> dict[str, float]:
     """The holdout's metrics of `config` on the lake, without training the production model or
     logging: how the retrain's gate re-scores a champion's recipe."""
     data = read_matching_data(lake, history_days(config))
-    return {k: v for k, v in evaluate(data, config).metrics.items() if v == v}
+    return {k: v for k, v in evaluate(data, config, executor=executor()).metrics.items() if v == v}
 
 
 def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
@@ -91,13 +93,14 @@ def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str
     data = read_matching_data(lake, history_days(config))
     say(f"read {len(data.interactions):,} member purchases up to {data.data_date}, {len(data.members):,} members, "
         f"{len(data.products):,} SKUs")
-    evaluation = evaluate(data, config, progress=say)
+    where = executor()
+    evaluation = evaluate(data, config, progress=say, executor=where)
     metrics = {k: v for k, v in evaluation.metrics.items() if v == v}
     say(f"holdout: ndcg_at_10 {metrics['ndcg_at_10']:.4f} (popularity {metrics['ndcg_at_10_popularity']:.4f}), "
         f"candidate_recall {metrics['candidate_recall']:.3f}")
     served = evaluation.extra["served"]
     recommender = build_recommender(data, config, say, {**{k: metrics[k] for k in HEADLINE if k in metrics},
-                                                        "served": served})
+                                                        "served": served}, where)
     say("fitted the production ranker and snapshot; it serves "
         + ("the ranker" if served == "ranker" else f"{served.replace('_', ' ')}, which beat the ranker on the holdout"))
 

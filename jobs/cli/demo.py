@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jobs.cli.common import cli, lake_option, runtime_of
+from jobs.cli.common import cli, lake_option, retrain_config, runtime_of
 from jobs.cli.data import describe_text
 from jobs.runtime import ensure_ray
 from lake.generate.scales import SCALES
@@ -16,10 +16,10 @@ from lake.generate.scales import SCALES
                    "teach the location family enough to pass its gate, so all three families serve.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @lake_option
-@click.option("--retrain-config", "retrain_config", type=click.Path(dir_okay=False, exists=True), default=None,
+@click.option("--retrain-config", "retrain_config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="The retrain's config (families, gates, family configs) [default: configs/retrain.yaml].")
 @click.pass_context
-def demo(ctx, scale, port, lake, retrain_config) -> None:
+def demo(ctx, scale, port, lake, retrain_config_path) -> None:
     """The whole loop on generated data: the lake (generated if missing), the daily retrain
     (which validates every day it merges), serving in the background; then the URLs to look at
     (about 6 minutes on 2 cores)."""
@@ -34,7 +34,7 @@ def demo(ctx, scale, port, lake, retrain_config) -> None:
         click.echo(f"    {sum(res.lines.values()):,} sales lines, {res.start} … {res.end}, {res.seconds} s")
     else:
         click.echo(f"1/3 lake already at {lake.root}")
-    config = retrain_config(retrain_config)
+    config = retrain_config(retrain_config_path)
     click.echo(f"2/3 the daily retrain (validate and merge every new day, train {', '.join(config.families)}, "
                "gate, promote) …")
     result = retrain.main(config, lake, runtime.tracking_uri, runtime.home, artifact_root=runtime.artifact_root)

@@ -19,6 +19,7 @@ from models.demand.features import build_panel
 from models.demand.forecaster import DemandData, DemandForecaster
 from models.demand import blend as blending
 from models.demand.train import Layout
+from models.executor import Executor
 from models.metrics import (
     bias, bootstrap_wrmsse_ratio, interval_coverage, interval_coverage_units, series_rmsse, series_scales, wape, weighted_rmsse,
     wrmsse,
@@ -91,10 +92,12 @@ def paired_to_best_baseline(evaluation: Evaluation, scored: list[dict[str, pd.Da
 
 
 def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None = None,
-             layout: Layout | None = None, progress=None) -> tuple[Evaluation, DemandForecaster | None]:
+             layout: Layout | None = None, progress=None,
+             executor: Executor | None = None) -> tuple[Evaluation, DemandForecaster | None]:
     """Rolling-origin evaluation. Returns the evaluation and the forecaster of the last origin
     (calibrated on the one before it), whose residuals then calibrate the production model.
-    `progress`, when given, is called with a line of text after each origin."""
+    `progress`, when given, is called with a line of text after each origin; each origin's model
+    trains where `executor` says (this process by default)."""
     horizon = config.features.horizon
     last_day = max(data.demand["dt"])
     origins = [last_day - dt.timedelta(days=horizon * k) for k in range(config.evaluation.origins, 0, -1)]
@@ -107,7 +110,7 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
     for origin in origins:
         end = origin + dt.timedelta(days=horizon)
         holdout = data.demand[(data.demand["dt"] > origin) & (data.demand["dt"] <= end)].copy()
-        forecaster = DemandForecaster(config).fit(data, origin=origin, layout=layout)
+        forecaster = DemandForecaster(config).fit(data, origin=origin, layout=layout, executor=executor)
         holdout["lightgbm"] = forecaster.predict(holdout)
         # taken after the fit: at medium scale this copy of the history is 4 GB the fit does not need
         history = data.demand[data.demand["dt"] <= origin]

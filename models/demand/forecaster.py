@@ -28,7 +28,8 @@ from models.demand.features import (
     CATEGORICAL, DATE_OF_YEAR, Attributes, FeatureSpec, History, Panel, Rows, build_panel,
     feature_columns, history_features, training_set, with_random_origins,
 )
-from models.demand.train import Layout, choose_layout, node_cpus, train_booster
+from models.demand.train import Layout, choose_layout, train_booster
+from models.executor import Executor, Local
 from models.saved import read_meta
 
 FORMAT_VERSION = 2  # 2: residual quantiles are scaled by √(forecast + 1)
@@ -107,8 +108,11 @@ class DemandForecaster:
         self.config = config
 
     # --- training -------------------------------------------------------------------------
-    def fit(self, data: DemandData, origin: dt.date | None = None, layout: Layout | None = None) -> "DemandForecaster":
-        """Train on the days up to `origin` (default: the last day of the data)."""
+    def fit(self, data: DemandData, origin: dt.date | None = None, layout: Layout | None = None,
+            executor: Executor | None = None) -> "DemandForecaster":
+        """Train on the days up to `origin` (default: the last day of the data), in this process
+        unless an executor says otherwise (the jobs pass OnRay())."""
+        executor = executor or Local()
         spec, training = self.config.features, self.config.training
         demand = data.demand
         origin = origin or max(demand["dt"])
@@ -127,9 +131,10 @@ class DemandForecaster:
         y = train_rows["units_sold"].to_numpy(dtype=np.float64)
         del train_rows, history_rows  # at medium scale, gigabytes that training does not need
         categorical = list(CATEGORICAL)
-        self.layout_ = layout or choose_layout(training, len(rows), node_cpus())
+        self.layout_ = layout or choose_layout(training, len(rows), executor.node_cpus())
         self.params_ = sized_params(dict(training.params), len(rows))
-        self.booster_ = train_booster(rows, y, self.params_, training.num_boost_round, self.layout_, categorical)
+        self.booster_ = train_booster(rows, y, self.params_, training.num_boost_round, self.layout_, categorical,
+                                      executor)
         self.categories_ = rows.categories
         self.features_order_ = rows.columns
         self.categorical_ = categorical

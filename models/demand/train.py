@@ -1,8 +1,9 @@
-"""Training the demand booster on Ray, with the worker layout chosen from the cluster.
+"""Training the demand booster where the executor says (models/executor.py: in this process by
+default, on Ray for the jobs), with the worker layout chosen from the machines it offers.
 
 One LightGBM process with all of a node's threads is the fastest layout on one node (on a
 16-core machine, one 16-thread process trained 4M × 40 rows in 10.3 s, two 8-thread data-parallel
-processes in 13.0 s), so that is the default: a single Ray task that asks for a whole node's CPUs.
+processes in 13.0 s), so that is the default: a single piece of work that asks for a whole node's CPUs.
 Data-parallel training across nodes (Ray Train's LightGBMTrainer) is used when the config asks
 for it or the matrix is larger than `data_parallel_rows` and the cluster has several nodes — and
 then always with `tree_learner=data_parallel`, `pre_partition=True` and the network parameters
@@ -24,6 +25,7 @@ import pandas as pd
 
 from models.demand.config import TrainingConfig
 from models.demand.features import TrainingSet
+from models.executor import Executor, Local
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,6 @@ class Layout:
     def describe(self) -> str:
         mode = "data-parallel" if self.data_parallel else "single"
         return f"{mode}: {self.workers} worker(s) x {self.cpus_per_worker} CPU"
-
-
-def node_cpus() -> list[int]:
-    """Whole CPUs of every alive node of the connected Ray cluster."""
-    import ray
-
-    return [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
 
 
 def choose_layout(config: TrainingConfig, rows: int, cpus: list[int]) -> Layout:
@@ -143,17 +138,21 @@ def _data_parallel_loop(config: dict) -> None:
 
 
 def train_booster(training: TrainingSet, y: np.ndarray, params: dict, rounds: int, layout: Layout,
-                  categorical: list[str], storage_path: str | None = None) -> lgb.Booster:
-    """Train on the Ray cluster in the given layout; returns the booster (on the driver). A
-    single worker receives the compact TrainingSet and builds the features slice by slice as
-    LightGBM bins them; data-parallel workers receive shards of the materialised matrix."""
-    import ray
-
+                  categorical: list[str], executor: Executor | None = None,
+                  storage_path: str | None = None) -> lgb.Booster:
+    """Train in the given layout; returns the booster (here). A single worker (in this process,
+    or a Ray task with the executor OnRay) receives the compact TrainingSet and builds the
+    features slice by slice as LightGBM bins them; data-parallel workers (Ray Train, on a cluster
+    of several nodes) receive shards of the materialised matrix."""
+    executor = executor or Local()
     params = {**params, "num_threads": layout.cpus_per_worker, "verbose": -1}
     if not layout.data_parallel:
-        task = ray.remote(num_cpus=layout.cpus_per_worker)(_single)
-        return lgb.Booster(model_str=ray.get(task.remote(training, y, params, rounds, categorical)))
+        model = executor.call(_single, training, y, params, rounds, categorical, num_cpus=layout.cpus_per_worker)
+        return lgb.Booster(model_str=model)
+    if not executor.distributed:
+        raise ValueError(f"a data-parallel layout ({layout.describe()}) needs a Ray cluster: pass executor=OnRay()")
 
+    import ray
     import ray.data
     import ray.train
     from ray.train.lightgbm import LightGBMTrainer

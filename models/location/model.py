@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from models.executor import Executor, Local
 from models.location.config import EvaluationConfig, LocationConfig
 from models.location.features import FORMATS, local_km, neighbourhood_pairs
 
@@ -146,13 +147,17 @@ class Evaluation:
 
 
 def evaluate(table: pd.DataFrame, sites: pd.DataFrame, config: LocationConfig,
-             truth: pd.DataFrame | None = None, extra: tuple[str, ...] = ()) -> Evaluation:
+             truth: pd.DataFrame | None = None, extra: tuple[str, ...] = (),
+             executor: Executor | None = None) -> Evaluation:
     """Spatial cross-validation of the model and, on the same stores, the baselines: population
     of the site's cell, the gravity score, and (with truth) the oracle ranking by the true level
-    of the store (site potential × format factor)."""
+    of the store (site potential × format factor). The folds are fitted where `executor` says
+    (one Ray task per fold with OnRay, the table in the object store once; this process by default)."""
     folds = spatial_folds(table, config.evaluation)
     oof = np.zeros(len(table))
-    for f, predicted in zip(np.unique(folds), _map_folds(table, folds, config, extra)):
+    fold_ids = [int(f) for f in np.unique(folds)]
+    fitted = (executor or Local()).map(_fold_predictions, (table, folds, config, extra), fold_ids)
+    for f, predicted in zip(fold_ids, fitted):
         oof[folds == f] = predicted
     residual = np.log(table[TARGET].to_numpy(float).clip(min=1.0)) - oof
     smearing = float(np.mean(np.exp(residual)))
@@ -181,21 +186,9 @@ def evaluate(table: pd.DataFrame, sites: pd.DataFrame, config: LocationConfig,
     return Evaluation(metrics, out, smearing, int(len(np.unique(folds))), scores)
 
 
-def _fold_predictions(table: pd.DataFrame, folds: np.ndarray, fold: int, config: LocationConfig,
-                      extra: tuple[str, ...]) -> np.ndarray:
+def _fold_predictions(shared: tuple, fold: int) -> np.ndarray:
+    """One fold's out-of-fold log predictions; `shared`: (table, folds, config, extra columns)."""
+    table, folds, config, extra = shared
     held_out = folds == fold
     return SiteModel.from_config(config, extra).fit(table[~held_out]).predict_log(table[held_out])
-
-
-def _map_folds(table, folds, config, extra) -> list[np.ndarray]:
-    """Each fold's out-of-fold log predictions: one Ray task per fold when Ray is up (the table
-    goes to the object store once), else in this process."""
-    import ray
-
-    fold_ids = [int(f) for f in np.unique(folds)]
-    if not ray.is_initialized():
-        return [_fold_predictions(table, folds, f, config, extra) for f in fold_ids]
-    task = ray.remote(num_cpus=1)(_fold_predictions)
-    table_ref, folds_ref = ray.put(table), ray.put(folds)
-    return ray.get([task.remote(table_ref, folds_ref, f, config, extra) for f in fold_ids])
 

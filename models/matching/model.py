@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lake.contract import RAW_TABLES, complete
 from lake.store import Lake, LakeError
 from models.config import FamilyConfig
+from models.executor import Executor, Local
 from models.metrics import bootstrap_mean_difference
 from models.matching.audience import audience_scores, segment_affinity
 from models.matching.state import SOURCES, CandidateSpec, MatchingState, Pairs
@@ -129,22 +130,17 @@ def ranking_metrics_each(ranked: list[np.ndarray], relevant: list[set], k: int) 
 
 # --- the ranker --------------------------------------------------------------------------------------
 
-def _pairs_for(state: MatchingState, members: np.ndarray, config: MatchingConfig) -> tuple[Pairs, np.ndarray]:
-    """Candidates and features for members, as Ray tasks over member batches when Ray is up."""
-    import ray
+def _candidates_and_features(state: MatchingState, batch: np.ndarray) -> tuple[Pairs, np.ndarray]:
+    pairs = state.candidates(batch)
+    return pairs, state.features(pairs)
 
+
+def _pairs_for(state: MatchingState, members: np.ndarray, config: MatchingConfig,
+               executor: Executor | None = None) -> tuple[Pairs, np.ndarray]:
+    """Candidates and features for members, batch by batch where the executor runs them (Ray
+    tasks with OnRay, the state in the object store once; this process by default)."""
     batches = [members[i:i + config.training.member_batch] for i in range(0, len(members), config.training.member_batch)]
-
-    def one(state_, batch):
-        pairs = state_.candidates(batch)
-        return pairs, state_.features(pairs)
-
-    if ray.is_initialized() and len(batches) > 1:
-        task = ray.remote(num_cpus=1)(one)
-        ref = ray.put(state)
-        results = ray.get([task.remote(ref, b) for b in batches])
-    else:
-        results = [one(state, b) for b in batches]
+    results = (executor or Local()).map(_candidates_and_features, state, batches)
     pairs = Pairs(np.concatenate([r[0].member for r in results]), np.concatenate([r[0].item for r in results]),
                   np.concatenate([r[0].source_score for r in results]))
     return pairs, np.concatenate([r[1] for r in results])
@@ -166,8 +162,8 @@ class Ranker:
         return self.booster.predict(features, num_threads=1) if len(features) else np.zeros(0)
 
 
-def fit_ranker(data: MatchingData, cutoff: dt.date, config: MatchingConfig,
-               progress=lambda line: None) -> tuple[Ranker, dict[str, float]]:
+def fit_ranker(data: MatchingData, cutoff: dt.date, config: MatchingConfig, progress=lambda line: None,
+               executor: Executor | None = None) -> tuple[Ranker, dict[str, float]]:
     """A LambdaRank model from features as of `cutoff` and the purchases of the next holdout_days,
     and, while fewer than `training.min_training_members` members bought in the windows so far, as
     of earlier cutoffs one holdout length apart (up to `training.label_windows`), stacked."""
@@ -176,7 +172,7 @@ def fit_ranker(data: MatchingData, cutoff: dt.date, config: MatchingConfig,
     for window in range(config.training.label_windows):
         if sum(len(p[2]) for p in parts) >= config.training.min_training_members:
             break
-        rows = _ranker_rows(data, cutoff - dt.timedelta(days=horizon * window), config)
+        rows = _ranker_rows(data, cutoff - dt.timedelta(days=horizon * window), config, executor)
         if rows is not None:
             parts.append(rows)
     if not parts:
@@ -199,7 +195,7 @@ def fit_ranker(data: MatchingData, cutoff: dt.date, config: MatchingConfig,
     return Ranker(names, booster), info
 
 
-def _ranker_rows(data: MatchingData, cutoff: dt.date, config: MatchingConfig):
+def _ranker_rows(data: MatchingData, cutoff: dt.date, config: MatchingConfig, executor: Executor | None):
     """One label window's training rows: (features, labels, group sizes, feature names) of the
     sampled members who bought in the holdout_days after `cutoff`, or None when none did."""
     horizon = config.evaluation.holdout_days
@@ -212,7 +208,7 @@ def _ranker_rows(data: MatchingData, cutoff: dt.date, config: MatchingConfig):
         buyers = np.sort(rng.choice(buyers, size=config.training.max_members, replace=False))
     if not len(buyers):
         return None
-    pairs, features = _pairs_for(state, buyers, config)
+    pairs, features = _pairs_for(state, buyers, config, executor)
     n_items = len(state.items)
     label_keys = state.member_positions(labels["member_id"]).astype(np.int64) * n_items + state.item_positions(labels["sku_id"])
     y = np.isin(pairs.member.astype(np.int64) * n_items + pairs.item, label_keys).astype(float)
@@ -227,9 +223,9 @@ def _ranker_rows(data: MatchingData, cutoff: dt.date, config: MatchingConfig):
 
 
 def rank_members(state: MatchingState, ranker: Ranker, members: np.ndarray, k: int,
-                 config: MatchingConfig) -> tuple[list[np.ndarray], Pairs]:
+                 config: MatchingConfig, executor: Executor | None = None) -> tuple[list[np.ndarray], Pairs]:
     """Top-k item positions per member (members without history: their segment's most popular)."""
-    pairs, features = _pairs_for(state, members, config)
+    pairs, features = _pairs_for(state, members, config, executor)
     scores = ranker.score(features)
     ranked = top_k_per_member(pairs, scores, members, k)
     fallback = ~state.has_history(members)
@@ -264,12 +260,13 @@ def activity_bucket(frequency: np.ndarray) -> np.ndarray:
     return labels[np.searchsorted(edges, frequency, side="right") - 1]
 
 
-def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: None) -> Evaluation:
+def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: None,
+             executor: Executor | None = None) -> Evaluation:
     h = config.evaluation.holdout_days
     k = config.evaluation.k
     end = data.data_date
     cutoff = end - dt.timedelta(days=h)
-    ranker, info = fit_ranker(data, cutoff - dt.timedelta(days=h), config, progress)
+    ranker, info = fit_ranker(data, cutoff - dt.timedelta(days=h), config, progress, executor)
     state = MatchingState.build(data.interactions, data.members, data.products, cutoff, config.candidates)
     holdout = purchases_between(data.interactions, cutoff, end)
     members = state.member_positions(holdout["member_id"].unique())
@@ -281,7 +278,7 @@ def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: N
     relevant_by_member = holdout.groupby("member_id")["sku_id"].agg(set)
     relevant = [{p for p in state.item_positions(relevant_by_member.get(ids[m], ())) if p >= 0}
                 for m in members]
-    ranked, pairs = rank_members(state, ranker, members, k, config)
+    ranked, pairs = rank_members(state, ranker, members, k, config, executor)
     progress(f"ranked {len(members):,} holdout members")
 
     metrics: dict[str, float] = {}
@@ -329,12 +326,12 @@ def evaluate(data: MatchingData, config: MatchingConfig, progress=lambda line: N
     if oracle is not None:
         baselines["oracle"] = oracle
     each_model = ranking_metrics_each(ranked, relevant, k)["ndcg"]
-    best, best_ndcg = None, None
+    best_ndcg = None
     for name, lists in baselines.items():
         if name != "oracle":
             per_member = ranking_metrics_each(lists, relevant, k)["ndcg"]
             if best_ndcg is None or per_member.mean() > best_ndcg.mean():
-                best, best_ndcg = name, per_member
+                best_ndcg = per_member
         res = ranking_metrics(lists, relevant, k)
         metrics[f"ndcg_at_{k}_{name}"] = res["ndcg"]
         metrics[f"recall_at_{k}_{name}"] = res["recall"]

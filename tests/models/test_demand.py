@@ -274,3 +274,27 @@ def test_the_blend_with_the_simple_forecasts_is_chosen_on_the_backtest_and_kept_
     again = DemandForecaster.load(average_only.save(tmp_path / "blended"))
     assert again.blend_ == {s: [0.0, 1.0, 0.0] for s in segments}
     assert again.predict(rows) == pytest.approx(simple[:, 0])
+
+
+def test_a_model_fits_in_a_process_without_a_ray_cluster(tiny_lake):
+    """A model is fitted where its executor says, in this process by default: a notebook needs no
+    cluster (before, fit() asked ray.nodes() and failed with 'Ray has not been started yet')."""
+    import subprocess
+    import sys
+
+    code = f"""
+import ray
+from jobs.train_demand import read_demand_data
+from lake.store import Lake
+from models.demand.forecaster import DemandForecaster
+from tests.models.test_demand import FAST
+
+data, _ = read_demand_data(Lake({str(tiny_lake.root)!r}))
+config = FAST.model_copy(update={{"training": FAST.training.model_copy(update={{"num_boost_round": 10}})}})
+model = DemandForecaster(config).fit(data)
+assert not ray.is_initialized()
+print(model.layout_.describe(), model.booster_.current_iteration())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "10" and "single: 1 worker(s)" in done.stdout, done.stdout

@@ -48,8 +48,10 @@ def two_node_cluster(ray_session):
 
 @pytest.mark.heavy
 def test_data_parallel_on_two_nodes_matches_one_worker(tiny_lake, two_node_cluster):
-    from jobs.train_demand import read_demand_data
     import ray
+
+    from jobs.train_demand import read_demand_data
+    from models.executor import OnRay
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     data, _ = read_demand_data(tiny_lake)
@@ -60,7 +62,7 @@ def test_data_parallel_on_two_nodes_matches_one_worker(tiny_lake, two_node_clust
         "params": {**FAST.training.params, "objective": "regression"}})})
     scores, rmse = {}, {}
     for name, layout in (("single", Layout(1, 1, False)), ("data_parallel", Layout(2, 1, True))):
-        forecaster = DemandForecaster(config).fit(data, origin=origin, layout=layout)
+        forecaster = DemandForecaster(config).fit(data, origin=origin, layout=layout, executor=OnRay())
         roots = [t["tree_structure"]["internal_count"] for t in forecaster.booster_.dump_model()["tree_info"][:5]]
         assert roots == [forecaster.training_rows_] * 5, (name, roots, forecaster.training_rows_)
         holdout[name] = forecaster.predict(holdout)
