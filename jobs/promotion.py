@@ -15,35 +15,17 @@ import json
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict, Field
 
+from models.families import FAMILIES
+from models.family import Gate
 from models.registry import CANDIDATE, CHAMPION, registered_name
 
 HISTORY_TAG = "champion_history"
 
 
-class Gate(BaseModel):
-    """One family's promotion gate."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    metric: str = Field(description="the main metric, as logged by the family's training run")
-    higher_is_better: bool
-    beat: list[str] = Field(default_factory=list, description="baseline metrics the candidate must beat")
-    champion_tolerance: float = Field(0.02, ge=0, le=1,
-                                      description="how much worse than the champion (relative) is still accepted")
-
-
-DEFAULT_GATES = {
-    "demand": Gate(metric="wrmsse", higher_is_better=False,
-                   beat=["wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_tsb"]),
-    "matching": Gate(metric="ndcg_at_10", higher_is_better=True, beat=["ndcg_at_10_popularity"]),
-    "location": Gate(metric="spearman", higher_is_better=True,
-                     beat=["spearman_population_baseline", "spearman_gravity_baseline"]),
-}
+DEFAULT_GATES = {name: family.gate for name, family in FAMILIES.items()}
 
 
 @dataclass
@@ -111,55 +93,9 @@ def below_baseline(family: str, metrics: dict[str, float], gate: Gate | None = N
 def sanity_problems(family: str, predictor, sample: int = 20) -> list[str]:
     """What is wrong with a candidate's answers on a sample of real requests (empty: nothing)."""
     try:
-        return {"demand": _demand_sanity, "matching": _matching_sanity, "location": _location_sanity}[family](
-            predictor, sample)
+        return FAMILIES[family].sanity(predictor, sample)
     except Exception as exc:  # a model that cannot answer at all
         return [f"a sample request failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"]
-
-
-def _demand_sanity(forecaster, sample: int) -> list[str]:
-    series = forecaster.panel_.series
-    problems = []
-    for store, rows in list(series.groupby("store_id"))[:sample]:
-        out = forecaster.forecast(store, rows["sku_id"].head(5).tolist())  # the model's whole horizon
-        q = out[["p10", "p50", "p90"]].to_numpy(float)
-        if not np.isfinite(q).all():
-            problems.append(f"store {store}: forecasts with NaN or infinity")
-        elif (q < 0).any():
-            problems.append(f"store {store}: negative forecasts")
-        elif (q[:, 0] > q[:, 1] + 1e-9).any() or (q[:, 1] > q[:, 2] + 1e-9).any():
-            problems.append(f"store {store}: P10 ≤ P50 ≤ P90 broken")
-    return problems[:5]
-
-
-def _matching_sanity(recommender, sample: int) -> list[str]:
-    members = recommender.state.members["member_id"]
-    problems = []
-    for member in members.iloc[np.linspace(0, len(members) - 1, min(sample, len(members))).astype(int)]:
-        items = recommender.recommend(member, 10).items
-        if not items:
-            problems.append(f"member {member}: no recommendation")
-        elif any(not math.isfinite(float(i["score"])) for i in items):
-            problems.append(f"member {member}: a score that is not finite")
-    return problems[:5]
-
-
-def _location_sanity(recommender, sample: int) -> list[str]:
-    problems = []
-    for city in recommender.cities[:sample]:
-        sites = recommender.sites[recommender.sites["city"] == city]
-        k = min(3, len(sites))
-        picks = recommender.recommend(city, k).picks
-        if len(picks) != k:
-            problems.append(f"{city}: {len(picks)} picks for k={k}")
-        lat, lon = sites["lat"], sites["lon"]
-        outside = [p.site_id for p in picks if not (lat.min() <= p.lat <= lat.max() and lon.min() <= p.lon <= lon.max())
-                   or p.site_id not in set(sites["site_id"].astype(str))]
-        if outside:
-            problems.append(f"{city}: picks outside the city's candidate sites: {', '.join(outside[:3])}")
-        if any(not math.isfinite(p.net_gain) for p in picks):
-            problems.append(f"{city}: a pick's net gain is not finite")
-    return problems[:5]
 
 
 # --- the registry ---------------------------------------------------------------------------------

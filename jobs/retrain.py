@@ -24,24 +24,25 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from jobs.families import FAMILY_JOBS
 from jobs.promotion import DEFAULT_GATES, Gate, alias_version, decide, promote, refuse, sanity_problems, version_metrics
 from lake.store import Lake
 from models.config import FamilyConfig
+from models.families import FAMILIES, family as known_family
 from models.registry import CHAMPION, registered_name
 
 EXIT_DONE, EXIT_REJECTED, EXIT_FAILED, EXIT_QUARANTINED = 0, 1, 2, 3
-Family = Literal["demand", "matching", "location"]
+Family = Annotated[str, AfterValidator(lambda name: known_family(name).name)]  # a family of the registry
 
 
 class RetrainConfig(FamilyConfig):
     """configs/retrain.yaml."""
 
-    families: list[Family] = Field(default_factory=lambda: ["demand", "matching", "location"])
+    families: list[Family] = Field(default_factory=lambda: list(FAMILIES))
     parallel: bool = Field(True, description="train the families at once (each a Ray task), else one after another")
     configs: dict[Family, str] = Field(default_factory=dict,
                                        description="family config files [default: configs/<family>.yaml]")

@@ -261,9 +261,9 @@ def _answer(result: tuple[int, dict]) -> JSONResponse:
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, demand: DeploymentHandle, matching: DeploymentHandle, location: DeploymentHandle,
-                 key_digests: list[str], admin_digests: list[str], alias: str = "champion") -> None:
-        self.families = {"demand": demand, "matching": matching, "location": location}
+    def __init__(self, families: dict[str, DeploymentHandle], key_digests: list[str], admin_digests: list[str],
+                 alias: str = "champion") -> None:
+        self.families = families  # family name → its deployment's handle
         self.alias = alias
         # through the module, not this function's globals: Serve ships this class by value, and
         # the key checks (module functions) read the module's settings
@@ -373,8 +373,7 @@ def build(args: dict) -> serve.Application:
     options = _deployment_options(args.get("deployments") or {})
     family = {f: Family.options(name=f"Family-{f}", **options.get(f"Family-{f}", {})).bind(f, tracking_uri, alias, poll)
               for f in FAMILIES}
-    return Ingress.options(**options.get("Ingress", {})).bind(family["demand"], family["matching"], family["location"],
-                                                               keys, admin, alias)
+    return Ingress.options(**options.get("Ingress", {})).bind(family, keys, admin, alias)
 
 
 DEPLOYMENT_OPTIONS = ("num_replicas", "max_ongoing_requests", "autoscaling_config", "ray_actor_options",

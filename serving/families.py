@@ -16,14 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-FAMILIES = ("demand", "matching", "location")
+from models.families import FAMILIES as REGISTRY
+
+FAMILIES = tuple(REGISTRY)  # the served families, in the registry's order
 # what the registry answers when the model or its alias does not exist (yet): the store is fine
 NOT_THERE_YET = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-HEADLINE = {
-    "demand": ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_oracle", "wape", "interval_coverage_p10_p90"),
-    "matching": ("ndcg_at_10", "ndcg_at_10_popularity", "recall_at_10", "candidate_recall"),
-    "location": ("spearman", "spearman_population_baseline", "spearman_oracle", "ndcg_at_10"),
-}
 
 
 @dataclass
@@ -40,29 +37,14 @@ class Loaded:
 
 def predictor_of(family: str, pyfunc) -> Any:
     """The family's predictor object inside a loaded pyfunc (forecaster, recommender, …)."""
-    inner = pyfunc.unwrap_python_model()
-    return {"demand": lambda: inner.forecaster, "matching": lambda: inner.recommender,
-            "location": lambda: inner.recommender}[family]()
+    return REGISTRY[family].predictor(pyfunc)
 
 
 def smoke_test(family: str, predictor) -> None:
     """One real request against a freshly loaded predictor. Raises when it cannot answer."""
-    if family == "demand":
-        series = predictor.panel_.series
-        store, sku = series["store_id"].iat[0], series["sku_id"].iat[0]
-        out = predictor.forecast(store, [sku], 2)
-        if len(out) != 2 or not (out["p50"] >= 0).all() or out[["p10", "p50", "p90"]].isna().any().any():
-            raise ValueError("smoke test: the forecast has missing or negative values")
-    elif family == "matching":
-        member = predictor.state.members["member_id"].iat[0]
-        if not predictor.recommend(member, 3).items:
-            raise ValueError("smoke test: no recommendation")
-    elif family == "location":
-        city = predictor.cities[0]
-        if not predictor.recommend(city, 1).picks:
-            raise ValueError("smoke test: no site")
-    else:
+    if family not in REGISTRY:
         raise ValueError(f"unknown family {family!r}")
+    REGISTRY[family].smoke_test(predictor)
 
 
 class FamilyModel:
@@ -107,7 +89,7 @@ class FamilyModel:
         metrics: dict[str, float] = {}
         try:
             run = self._client().get_run(info.run_id)
-            metrics = {k: run.data.metrics[k] for k in HEADLINE[self.family] if k in run.data.metrics}
+            metrics = {k: run.data.metrics[k] for k in REGISTRY[self.family].served_metrics if k in run.data.metrics}
         except Exception:  # a run deleted from the store: serve the model, show no metrics
             pass
         return Loaded(version=str(version), pyfunc=pyfunc, predictor=predictor,

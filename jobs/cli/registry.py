@@ -7,6 +7,7 @@ import json
 import click
 
 from jobs.cli.common import cli, gates, runtime_of
+from models.families import FAMILIES
 
 
 @cli.group("models")
@@ -20,7 +21,7 @@ def _client(ctx):
     return MlflowClient(runtime_of(ctx, None).tracking_uri)
 
 
-_family_arg = click.argument("family", type=click.Choice(["demand", "matching", "location"]))
+_family_arg = click.argument("family", type=click.Choice(list(FAMILIES)))
 
 
 

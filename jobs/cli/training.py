@@ -9,6 +9,7 @@ import click
 
 from jobs.cli.common import cli, lake_option, parse_dates, retrain_config, runtime_of
 from jobs.runtime import ensure_ray
+from models.families import FAMILIES
 
 
 @cli.group()
@@ -84,7 +85,7 @@ train_location = _train_command(
 @cli.command("retrain")
 @lake_option
 @click.option("--date", "date", default=None, help="The day whose data arrived, YYYY-MM-DD [default: the lake's last raw day].")
-@click.option("--families", default=None, help="Comma-separated subset of demand,matching,location [default: configs/retrain.yaml's].")
+@click.option("--families", default=None, help=f"Comma-separated subset of {','.join(FAMILIES)} [default: configs/retrain.yaml's].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Retrain config with the promotion gates [default: configs/retrain.yaml].")
 @click.pass_context
