@@ -277,12 +277,12 @@ def test_on_mlflow_server_with_postgresql_a_lost_worker_node_fails_one_family_cl
     with open(log, "w") as sink:
         process = subprocess.Popen([*args, "--families", "demand,matching"], env=env, stdout=subprocess.PIPE,
                                    stderr=sink, text=True)
+        # both tasks placed (one CPU on each node) and training: each family's job has said so in
+        # its first line, forwarded from its task to the retrain's log
         deadline = time.monotonic() + 300
-        started = "training demand, matching in parallel as memory allows"
-        while time.monotonic() < deadline and started not in log.read_text():
+        while time.monotonic() < deadline and not all(f"train {f}: read" in log.read_text() for f in ("demand", "matching")):
             assert process.poll() is None, log.read_text()[-2000:]
             time.sleep(0.2)
-        time.sleep(3)  # both tasks placed and training: one CPU on each node
         (worker,) = cluster.worker_nodes
         cluster.remove_node(worker, allow_graceful=False)
         out, _ = process.communicate(timeout=600)
