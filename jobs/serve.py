@@ -36,6 +36,7 @@ from pathlib import Path
 import requests
 
 from jobs.runtime import Runtime, ensure_ray, ray_temp_dir
+from serving.http_limits import CALLBACK
 
 READY_TIMEOUT_S = 300  # QUANYU_SERVE_READY_TIMEOUT_S overrides it
 
@@ -264,6 +265,9 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
         os.environ.setdefault(name, str(value))
     if ingress == "haproxy":
         os.environ.update(haproxy_env(runtime))
+    # Serve's proxy refuses request heads over 16 KB with 431 (serving/http_limits.py); HAProxy
+    # refuses heads larger than its buffer itself
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     if not runtime.ray_address:
         # a Ray of its own on this machine: no load balancer in front has to notice the ingress
         # going away, so `quanyu serve stop` need not wait out Serve's 30 s draining minimum

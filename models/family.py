@@ -49,6 +49,10 @@ class Footprint:
         return int(self.base_gb * 2**30 + self.bytes_per_row * lake.count_rows("curated", self.table))
 
 
+class IncompatibleVersion(ValueError):
+    """A registered version whose predictor contract this code does not speak."""
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family.
@@ -63,13 +67,25 @@ class Family:
     served_metrics: tuple[str, ...]  # the metrics /v1/models shows next to the served version
     date_word: str  # what the last day of its training data is called
     memory: Footprint
-    predictor: Callable[[Any], Any]  # the predictor inside a loaded pyfunc (what serving calls)
+    api_version: int  # the predictor contract serving and batch scoring speak with this family's versions
     smoke_test: Callable[[Any], None]  # one real request on a freshly loaded predictor; raises when it cannot answer
     sanity: Callable[[Any, int], list[str]]  # what is wrong with a candidate's answers on a sample
 
     @property
     def registered_name(self) -> str:
         return f"quanyu-{self.name}"
+
+    def predictor(self, pyfunc) -> Any:
+        """The predictor inside a loaded version (its pyfunc's `.predictor`), which runs the
+        version's own code. Raises IncompatibleVersion when the version speaks another predictor
+        contract than `api_version` (or none: registered before contracts)."""
+        inner = pyfunc.unwrap_python_model()
+        spoken = getattr(inner, "api_version", None)
+        if spoken != self.api_version:
+            said = f"contract {spoken}" if spoken is not None else "no contract (registered before contracts existed)"
+            raise IncompatibleVersion(f"its predictor speaks {said}; this Quanyu speaks {self.name} contract "
+                                      f"{self.api_version}: train the family again to serve it")
+        return inner.predictor
 
     def config_class(self) -> type[FamilyConfig]:
         module, name = self.config_ref.split(":")

@@ -14,15 +14,18 @@ configs/serve.yaml` alike.
 # where Serve ships the ingress class by value and string annotations cannot be resolved
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import logging
 import os
+import re
 import time
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
@@ -48,8 +51,12 @@ STATUS_TIMEOUT_S = 5.0  # /v1/models waits this long for a family's replicas
 RETRY_ELSEWHERE = "retry_elsewhere"  # in a family's 503: this replica lacks a champion another one holds
 
 
-# every protected operation documents its 401 (a missing, malformed or wrong key)
+# every protected operation documents its 401 (a missing, malformed or wrong key); every one that
+# takes a body, its 400 (not UTF-8 JSON, or nested too deeply) and 413 (over MAX_BODY_BYTES)
 PROTECTED = {401: {"model": schemas.Problem, "description": "missing or invalid API key"}}
+WITH_BODY = {**PROTECTED, 400: {"model": schemas.Problem, "description": "the body is not JSON in UTF-8, or is nested "
+                                "too deeply"},
+             413: {"model": schemas.Problem, "description": f"the body is over {MAX_BODY_BYTES:,} bytes"}}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32, health_check_period_s=2)
@@ -133,9 +140,24 @@ class Family:
         return self.model.status()
 
 
-api = FastAPI(title="Quanyu", version="1", description=(
+api = FastAPI(title="Quanyu", version="1", docs_url=None, redoc_url=None, description=(
     "Forecasts, recommendations, audiences and site recommendations from the champion of each model "
     "family. Every /v1 endpoint needs `Authorization: Bearer <key>`."))
+
+
+SWAGGER_CDN = "https://cdn.jsdelivr.net"  # where FastAPI's Swagger UI page loads its script and style
+
+
+def docs_page() -> HTMLResponse:
+    """FastAPI's Swagger UI page with a Content-Security-Policy: its script and style from the one
+    CDN FastAPI names, its inline script by hash, requests only to this server, no framing."""
+    page = get_swagger_ui_html(openapi_url="/openapi.json", title="Quanyu API")
+    html = page.body.decode()
+    inline = [hashlib.sha256(script.encode()).digest() for script in re.findall(r"<script>(.*?)</script>", html, re.S)]
+    hashes = " ".join(f"'sha256-{base64.b64encode(h).decode()}'" for h in inline)
+    csp = (f"default-src 'none'; script-src {SWAGGER_CDN} {hashes}; style-src {SWAGGER_CDN}; "
+           "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; frame-ancestors 'none'")
+    return HTMLResponse(html, headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
 _bearer = HTTPBearer(auto_error=False)
 _settings: dict[str, Any] = {"keys": set(), "admin_keys": set()}
 
@@ -293,22 +315,22 @@ class Ingress:
                     "load the champion: see the replica logs"}
 
     @api.post("/v1/demand/forecast", response_model=schemas.ForecastResponse, dependencies=[Depends(require_key)],
-              responses={**PROTECTED, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**WITH_BODY, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def forecast(self, request: schemas.ForecastRequest):
         return _answer(await _ask(self.families["demand"], "forecasts", request.model_dump(mode="json")))
 
     @api.post("/v1/matching/recommend", response_model=schemas.RecommendResponse, dependencies=[Depends(require_key)],
-              responses={**PROTECTED, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**WITH_BODY, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def recommend(self, request: schemas.RecommendRequest):
         return _answer(await _ask(self.families["matching"], "call", "recommend", request.model_dump(mode="json")))
 
     @api.post("/v1/matching/audience", response_model=schemas.AudienceResponse, dependencies=[Depends(require_key)],
-              responses={**PROTECTED, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**WITH_BODY, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def audience(self, request: schemas.AudienceRequest):
         return _answer(await _ask(self.families["matching"], "call", "audience", request.model_dump(mode="json")))
 
     @api.post("/v1/location/recommend", response_model=schemas.SitesResponse, dependencies=[Depends(require_key)],
-              responses={**PROTECTED, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**WITH_BODY, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
     async def sites(self, request: schemas.SitesRequest):
         return _answer(await _ask(self.families["location"], "call", "recommend", request.model_dump(mode="json")))
 
@@ -319,8 +341,12 @@ class Ingress:
 
     @api.get("/v1/location/map", response_model=schemas.CityMapResponse, dependencies=[Depends(require_key)],
              responses={**PROTECTED, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
-    async def city_map(self, city: str = Query(..., min_length=1, max_length=64)):
+    async def city_map(self, city: str = Query(..., min_length=1, max_length=64, pattern=schemas.CITY_PATTERN)):
         return _answer(await _ask(self.families["location"], "call", "map", {"city": city}))
+
+    @api.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs(self):
+        return docs_page()
 
     @api.get("/planner", response_class=HTMLResponse, include_in_schema=False)
     async def planner_page(self):
@@ -335,8 +361,9 @@ class Ingress:
         return Response(body, media_type=media_type, headers=planner.HEADERS)
 
     @api.post("/v1/{family}/invocations", dependencies=[Depends(require_key)],
-              responses={**PROTECTED, 404: {"model": schemas.Problem}, 413: {"model": schemas.Problem},
-                         422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              openapi_extra={"requestBody": schemas.INVOCATIONS_BODY},
+              responses={**WITH_BODY, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem},
+                         503: {"model": schemas.Problem}})
     async def invocations(self, family: str, payload: dict[str, Any]):
         if family not in FAMILIES:
             return JSONResponse({"detail": f"unknown family {family[:40]!r}; one of {', '.join(FAMILIES)}"},

@@ -48,12 +48,7 @@ def forecasts(loaded: Loaded, requests: list[dict]) -> list[Answer]:
         asks.append((req.store_id, list(dict.fromkeys(req.sku_ids)), req.horizon_days,
                      req.what_if.model_dump(exclude_none=True) if req.what_if else None))
     forecaster = loaded.predictor
-    if hasattr(forecaster, "forecast_arrays"):
-        results = forecaster.forecast_arrays(asks) if asks else []
-    elif hasattr(forecaster, "forecast_many"):  # versions registered before forecast_arrays serve their own code
-        results = forecaster.forecast_many(asks) if asks else []
-    else:  # ... and before forecast_many: one at a time
-        results = [_forecast_one(forecaster, ask) for ask in asks]
+    results = forecaster.forecast_arrays(asks) if asks else []
     for (i, req), result in zip(valid, results):
         if isinstance(result, KeyError):
             answers[i] = _problem(404, str(result.args[0]) if result.args else "unknown store or SKU")
@@ -61,7 +56,7 @@ def forecasts(loaded: Loaded, requests: list[dict]) -> list[Answer]:
         if isinstance(result, ValueError):
             answers[i] = _problem(422, str(result))
             continue
-        per_sku = _per_sku_frame(result) if isinstance(result, pd.DataFrame) else _per_sku(result)
+        per_sku = _per_sku(result)
         answers[i] = (200, {"model_version": loaded.version, "store_id": req.store_id,
                             "origin": forecaster.origin_.isoformat(), "forecasts": per_sku})
     return answers
@@ -75,21 +70,6 @@ def _per_sku(forecast) -> list[dict]:
     return [{"sku_id": sku, "days": [{"date": d, "p10": a, "p50": b, "p90": c}
                                      for d, a, b, c in zip(dates, p10[i], p50[i], p90[i])]}
             for i, sku in enumerate(forecast.sku_ids)]
-
-
-def _per_sku_frame(frame: pd.DataFrame) -> list[dict]:
-    """The response's forecasts from a forecast frame (what versions before forecast_arrays answer)."""
-    return [{"sku_id": sku, "days": [
-        {"date": d.isoformat(), "p10": round(float(a), 4), "p50": round(float(b), 4), "p90": round(float(c), 4)}
-        for d, a, b, c in zip(rows["dt"], rows["p10"], rows["p50"], rows["p90"])]}
-        for sku, rows in frame.groupby("sku_id", sort=False)]
-
-
-def _forecast_one(forecaster, ask: tuple) -> object:
-    try:
-        return forecaster.forecast(*ask)
-    except (KeyError, ValueError) as exc:
-        return exc
 
 
 def recommend(loaded: Loaded, request: dict) -> Answer:
@@ -258,9 +238,13 @@ def _parse_rows(loaded: Loaded, family: str, payload: dict) -> pd.DataFrame | An
 
     from serving.rows import RowProblem, check_rows
 
-    keys = {"dataframe_split", "dataframe_records", "instances", "inputs"} & set(payload)
+    unknown = sorted(set(payload) - {*schemas.INVOCATION_FORMATS, "params"})
+    if unknown:
+        return _problem(422, f"unknown field(s) {', '.join(repr(k[:40]) for k in unknown[:5])}: the body takes one "
+                             f"of {', '.join(schemas.INVOCATION_FORMATS)} and optional params")
+    keys = set(schemas.INVOCATION_FORMATS) & set(payload)
     if len(keys) != 1:
-        return _problem(422, "the body needs exactly one of dataframe_split, dataframe_records, instances, inputs")
+        return _problem(422, f"the body needs exactly one of {', '.join(schemas.INVOCATION_FORMATS)}")
     try:
         data = infer_and_parse_data({k: payload[k] for k in keys}, loaded.pyfunc.metadata.get_input_schema())
         if not isinstance(data, pd.DataFrame):

@@ -13,7 +13,8 @@ from models.demand.features import MAX_HORIZON_DAYS
 
 # ids as the lake's contract allows them: printable, no path separators, bounded length
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
-City = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f/\\]+$")]
+CITY_PATTERN = r"^[^\x00-\x1f/\\]+$"  # a name, never a path or control characters
+City = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=CITY_PATTERN)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -77,6 +78,11 @@ class RecommendResponse(BaseModel):
 
 
 class NewProduct(Strict):
+    # the rule _price enforces, in the schema too: a list_price or a price_band
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["list_price"], "properties": {"list_price": {"type": "number"}}},
+        {"required": ["price_band"], "properties": {"price_band": {"type": "string"}}}]})
+
     category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     list_price: Annotated[Finite, Field(gt=0, le=1e6)] | None = None
     price_band: Literal["entry", "core", "premium"] | None = None
@@ -91,6 +97,11 @@ class NewProduct(Strict):
 
 
 class AudienceRequest(Strict):
+    # the rule _one enforces, in the schema too: exactly one of sku_id and attributes
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["sku_id"], "properties": {"sku_id": {"type": "string"}, "attributes": {"type": "null"}}},
+        {"required": ["attributes"], "properties": {"attributes": {"type": "object"}, "sku_id": {"type": "null"}}}]})
+
     sku_id: Id | None = None
     attributes: NewProduct | None = None
     k: int = Field(100, ge=1, le=10_000)
@@ -226,3 +237,18 @@ class Problem(BaseModel):
     """Every 4xx / 5xx body."""
 
     detail: Any
+
+
+# /v1/<family>/invocations takes MLflow's scoring protocol: exactly one of its input formats
+INVOCATION_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+INVOCATIONS_BODY = {
+    "description": "MLflow's scoring protocol (as `mlflow models serve` takes it): exactly one of "
+                   + ", ".join(INVOCATION_FORMATS) + "; optional params",
+    "required": True,
+    "content": {"application/json": {"schema": {
+        "type": "object",
+        "properties": {**{f: {} for f in INVOCATION_FORMATS}, "params": {"type": "object"}},
+        "additionalProperties": False,
+        "oneOf": [{"required": [f]} for f in INVOCATION_FORMATS],
+    }}},
+}

@@ -93,6 +93,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP server listens on at `port` (from `ss`): {"127.0.0.1"} for a
+    server on loopback only, "0.0.0.0" or "*" for one on every interface."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=10).stdout
+    return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
+
+
 class Postgres:
     """A private PostgreSQL server from Debian's packages: initdb in a temporary folder, loopback
     only, trust authentication for its one user `quanyu`. Runs as the `postgres` system user when

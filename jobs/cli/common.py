@@ -23,8 +23,12 @@ def cli(ctx: click.Context, ray_address: str | None) -> None:
 
 
 def runtime_of(ctx: click.Context, lake: str | None) -> Runtime:
-    """Where this command works: QUANYU_HOME, the lake, the tracking store, the Ray address."""
-    return Runtime.resolve(lake=lake, ray_address=ctx.obj.get("ray_address"))
+    """Where this command works: QUANYU_HOME, the lake, the tracking store, the Ray address. A
+    QUANYU_HOME that does not exist yet is created readable by this user alone (it will hold the
+    tracking store, keys, logs); `quanyu serve` also makes an existing one private."""
+    runtime = Runtime.resolve(lake=lake, ray_address=ctx.obj.get("ray_address"))
+    runtime.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return runtime
 
 
 def human_bytes(n: int) -> str:

@@ -8,9 +8,6 @@ import numpy as np
 from models.family import Family, Footprint, Gate
 
 
-def predictor(pyfunc):
-    return pyfunc.unwrap_python_model().forecaster
-
 
 def smoke_test(forecaster) -> None:
     series = forecaster.panel_.series
@@ -47,5 +44,5 @@ FAMILY = Family(
     served_metrics=("wrmsse", "wrmsse_seasonal_naive", "wrmsse_oracle", "wape", "interval_coverage_p10_p90"),
     date_word="origin",
     memory=Footprint("demand_daily", 2.0, 220.0),
-    predictor=predictor, smoke_test=smoke_test, sanity=sanity,
+    api_version=1, smoke_test=smoke_test, sanity=sanity,
 )

@@ -11,6 +11,15 @@ import pandas as pd
 
 
 class DemandPyfunc(mlflow.pyfunc.PythonModel):
+    # the predictor contract this version speaks (models/family.py): serving and batch scoring
+    # refuse a version whose contract they do not speak, instead of probing for methods
+    api_version = 1
+
+    @property
+    def predictor(self):
+        """What serving and batch scoring call: forecast_arrays (the API's batched forecasts), forecast, planned_prices, predict, intervals, the panel's series."""
+        return self.forecaster
+
     def load_context(self, context) -> None:
         from models.demand.forecaster import DemandForecaster
 

@@ -8,9 +8,6 @@ import math
 from models.family import Family, Footprint, Gate
 
 
-def predictor(pyfunc):
-    return pyfunc.unwrap_python_model().recommender
-
 
 def smoke_test(recommender) -> None:
     if not recommender.recommend(recommender.cities[0], 1).picks:
@@ -46,5 +43,5 @@ FAMILY = Family(
     served_metrics=("spearman", "spearman_population_baseline", "spearman_oracle", "ndcg_at_10"),
     date_word="data date",
     memory=Footprint("store_daily", 1.0, 10_000.0),
-    predictor=predictor, smoke_test=smoke_test, sanity=sanity,
+    api_version=1, smoke_test=smoke_test, sanity=sanity,
 )

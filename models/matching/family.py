@@ -10,9 +10,6 @@ import numpy as np
 from models.family import Family, Footprint, Gate
 
 
-def predictor(pyfunc):
-    return pyfunc.unwrap_python_model().recommender
-
 
 def smoke_test(recommender) -> None:
     member = recommender.state.members["member_id"].iat[0]
@@ -44,5 +41,5 @@ FAMILY = Family(
     served_metrics=("ndcg_at_10", "ndcg_at_10_popularity", "recall_at_10", "candidate_recall"),
     date_word="data date",
     memory=Footprint("interactions", 3.5, 215.0),
-    predictor=predictor, smoke_test=smoke_test, sanity=sanity,
+    api_version=1, smoke_test=smoke_test, sanity=sanity,
 )

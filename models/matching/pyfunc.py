@@ -9,6 +9,15 @@ import pandas as pd
 
 
 class MatchingPyfunc(mlflow.pyfunc.PythonModel):
+    # the predictor contract this version speaks (models/family.py): serving and batch scoring
+    # refuse a version whose contract they do not speak, instead of probing for methods
+    api_version = 1
+
+    @property
+    def predictor(self):
+        """What serving and batch scoring call: recommend(member, k, channel), audience(...), the snapshot's members."""
+        return self.recommender
+
     def load_context(self, context) -> None:
         from models.matching.recommender import MatchingRecommender
 

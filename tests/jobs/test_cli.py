@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,8 @@ def test_a_local_ray_started_by_the_cli_keeps_its_files_under_quanyu_home(tmp_pa
     try:
         assert done.returncode == 0, done.stderr[-2000:]
         assert any((home / "ray").glob("session_*")), "no Ray session under QUANYU_HOME/ray"
+        # created readable by this user alone: it holds the tracking store, keys and logs
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
     finally:
         import shutil
 

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from models.registry import set_alias
 from serving.families import wait_until
 from tests.serving.conftest import ADMIN, KEY
+from tests.conftest import listening_addresses
 from tests.serving.conftest import free_port as _free_port
 
 
@@ -56,7 +57,33 @@ def test_models_lists_each_family_s_version_and_metrics(server):
     assert all("401" in op["responses"] for path, op in operations if path != "/healthz"), \
         [path for path, op in operations if path != "/healthz" and "401" not in op["responses"]]
     assert {"404", "413", "422", "503"} <= set(schema["paths"]["/v1/{family}/invocations"]["post"]["responses"])
-    assert requests.get(f"{base}/docs", timeout=5).status_code == 200
+    # ... and 400 / 413 on every operation that takes a body
+    with_body = [(path, op) for path, ops in schema["paths"].items() for method, op in ops.items()
+                 if method == "post" and path != "/v1/admin/reload"]
+    assert with_body and all({"400", "413"} <= set(op["responses"]) for _, op in with_body)
+    # the rules the API enforces are in the schema: one of sku_id / attributes, list_price or
+    # price_band of a new product, one input format for invocations, the city's pattern
+    parts = schema["components"]["schemas"]
+    assert [b["required"] for b in parts["AudienceRequest"]["oneOf"]] == [["sku_id"], ["attributes"]]
+    assert [b["required"] for b in parts["NewProduct"]["anyOf"]] == [["list_price"], ["price_band"]]
+    body = schema["paths"]["/v1/{family}/invocations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert len(body["oneOf"]) == 4 and body["additionalProperties"] is False
+    (city,) = schema["paths"]["/v1/location/map"]["get"]["parameters"]
+    assert city["schema"]["pattern"]
+    # and the API does what they say
+    not_utf8 = requests.post(f"{base}/v1/matching/recommend", data=b'{"member_id": "\xff\xfe"}', timeout=5,
+                             headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert not_utf8.status_code == 400, (not_utf8.status_code, not_utf8.text)
+    empty = post(base, "/v1/demand/invocations", {})
+    assert empty.status_code == 422 and "exactly one of dataframe_split" in empty.text
+    extra = post(base, "/v1/demand/invocations", {"inputs": [], "rows": 1})
+    assert extra.status_code == 422 and "unknown field(s) 'rows'" in extra.text
+    # the API's page loads Swagger UI from its CDN under a policy: that script, its own inline one
+    docs = requests.get(f"{base}/docs", timeout=5)
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+    policy = docs.headers["Content-Security-Policy"]
+    assert policy.startswith("default-src 'none'; script-src https://cdn.jsdelivr.net 'sha256-") and \
+        "frame-ancestors 'none'" in policy
 
 
 def _a_series(uri):
@@ -329,6 +356,31 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(s
     set_alias("matching", before, "champion", client)  # put it back for any later test
 
 
+def test_a_version_that_speaks_another_predictor_contract_is_refused_with_the_reason(registry):
+    """Serving calls a version's predictor through the contract its pyfunc declares (api_version),
+    not by probing for methods: a version that speaks another one (an older or newer Quanyu
+    trained it) is refused before it could replace the served version, and says why."""
+    from serving.families import FamilyModel
+
+    uri, _ = registry
+
+    def speaks(version):
+        def load(model_uri):
+            pyfunc = mlflow.pyfunc.load_model(model_uri)
+            pyfunc.unwrap_python_model().api_version = version  # what another Quanyu would have registered
+            return pyfunc
+        return load
+
+    model = FamilyModel("location", uri, loader=speaks(0))
+    assert model.check() is False and model.current is None
+    assert model.last_error == (f"version {model.champion} refused: its predictor speaks contract 0; this Quanyu "
+                                "speaks location contract 1: train the family again to serve it"), model.last_error
+    model = FamilyModel("location", uri, loader=speaks(None))
+    assert model.check() is False and "no contract (registered before contracts existed)" in model.last_error
+    model = FamilyModel("location", uri, loader=speaks(1))
+    assert model.check() is True and model.current.version == model.champion and model.last_error is None
+
+
 def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path):
     """The CLI end to end in its own process and its own Ray, behind the HAProxy ingress: --detach
     returns once every family answers, HAProxy (not Serve's proxy actor) holds the port, the key
@@ -365,6 +417,10 @@ def test_quanyu_serve_detach_creates_a_key_answers_and_stops(registry, tmp_path)
         assert stat.S_IMODE(home.stat().st_mode) == 0o700 and stat.S_IMODE((home / "serve.log").stat().st_mode) == 0o600
         got = requests.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert got.status_code == 200
+        assert listening_addresses(int(port)) == {"127.0.0.1"}  # the API on loopback unless told otherwise
+        # HAProxy refuses a request head larger than its 16 KB buffer itself
+        big = requests.get(f"http://127.0.0.1:{port}/healthz", headers={"X-Big": "a" * 20_000}, timeout=10)
+        assert big.status_code in (400, 431), (big.status_code, big.text[:200])
         again = subprocess.run([quanyu, "serve", "--detach", "--port", port], env=env, capture_output=True, text=True,
                                timeout=60)
         assert again.returncode != 0 and "already serving" in again.stderr
