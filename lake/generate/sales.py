@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from lake.generate.world import (
     CATEGORIES, CATEGORY_NAMES, CHANNEL_PREFS, CHANNEL_WEIGHT, PLATFORM_PHONE_RATE, World,
@@ -346,15 +348,15 @@ def _refunds(lines: pd.DataFrame, rate: float, max_delay: int, ts_col: str, end:
 
 def _online_orders(ctx: CityContext, lines: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     consumers = ctx.consumers.iloc[lines["consumer"].to_numpy()]
-    lines["order_ts"] = _timestamps(lines["day"].to_numpy(), ONLINE_HOUR_P, rng).to_numpy()
+    lines["order_ts"] = _timestamps(lines["day"].to_numpy(), ONLINE_HOUR_P, rng).array  # tz-aware, not objects
     # one order per buyer, shop and day
     key = pd.DataFrame({"store_id": lines["store_id"], "day": lines["day"], "consumer": lines["consumer"]})
     order_no = key.groupby(["store_id", "day", "consumer"], sort=True).ngroup().to_numpy()
     n_orders = order_no.max() + 1 if len(order_no) else 0
     shuffled = rng.permutation(n_orders)
-    day_str = lines["day"].to_numpy().astype("datetime64[D]").astype(str)
-    lines["order_id"] = [f"{plat[:2].upper()}{day.replace('-', '')}{ctx.city_index:02d}{shuffled[o]:07d}"
-                         for plat, day, o in zip(lines["platform"], day_str, order_no)]
+    prefix = pc.utf8_upper(pc.utf8_slice_codeunits(pa.array(lines["platform"].to_numpy(dtype=object)), 0, 2))
+    lines["order_id"] = _ids(prefix, _compact_days(lines["day"]), f"{ctx.city_index:02d}",
+                             _padded(shuffled[order_no], 7))
     first_ts = lines.groupby("order_id")["order_ts"].transform("min")
     lines["order_ts"] = first_ts  # all lines of an order share its time
     lines["line_no"] = (lines.groupby("order_id").cumcount() + 1).astype("int32")
@@ -376,17 +378,32 @@ def _online_orders(ctx: CityContext, lines: pd.DataFrame, rng: np.random.Generat
     return out[cols].sort_values(["order_ts", "order_id", "line_no", "is_refund"], ignore_index=True)
 
 
+def _compact_days(days: pd.Series) -> pa.Array:
+    """YYYYMMDD strings of datetime64 days."""
+    return pc.strftime(pa.array(days.to_numpy().astype("datetime64[s]")), format="%Y%m%d")
+
+
+def _padded(numbers: np.ndarray, width: int) -> pa.Array:
+    return pc.utf8_lpad(pc.cast(pa.array(numbers.astype(np.int64)), pa.string()), width, "0")
+
+
+def _ids(*parts: pa.Array | str) -> np.ndarray:
+    """Row ids joined from string columns and constants, vectorised (a Python loop over a
+    chunk's lines cost most of its id-building time)."""
+    return pc.binary_join_element_wise(*parts, "").to_numpy(zero_copy_only=False)
+
+
 def _pos_transactions(ctx: CityContext, lines: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     consumers = ctx.consumers.iloc[lines["consumer"].to_numpy()]
-    lines["txn_ts"] = _timestamps(lines["day"].to_numpy(), OFFLINE_HOUR_P, rng).to_numpy()
+    lines["txn_ts"] = _timestamps(lines["day"].to_numpy(), OFFLINE_HOUR_P, rng).array
     scanned = consumers["is_member"].to_numpy() & (rng.random(len(lines)) < CARD_SCAN_RATE)
     lines["member_card_id"] = np.where(scanned, consumers["pos_card_id"].to_numpy(), None)
     # a member's purchases in one store on one day form one basket; anonymous ones stand alone
     basket = np.where(scanned, lines["consumer"].to_numpy(), -1 - np.arange(len(lines)))
     key = pd.DataFrame({"store_id": lines["store_id"], "day": lines["day"], "basket": basket})
     txn_no = key.groupby(["store_id", "day", "basket"], sort=True).ngroup().to_numpy()
-    day_str = lines["day"].to_numpy().astype("datetime64[D]").astype(str)
-    lines["txn_id"] = [f"{s}-{d.replace('-', '')}-{t:06d}" for s, d, t in zip(lines["store_id"], day_str, txn_no)]
+    lines["txn_id"] = _ids(pa.array(lines["store_id"].to_numpy(dtype=object)), "-", _compact_days(lines["day"]), "-",
+                           _padded(txn_no, 6))
     lines["txn_ts"] = lines.groupby("txn_id")["txn_ts"].transform("min")
     lines["line_no"] = (lines.groupby("txn_id").cumcount() + 1).astype("int32")
     lines["is_refund"] = False
