@@ -84,23 +84,15 @@ def main(lake_root: Path, out: Path, config: MatchingConfig) -> dict:
     relevant_by = holdout.groupby("member_id")["sku_id"].agg(set)
     relevant = [{p for p in state.item_positions(relevant_by.get(state.members["member_id"].iat[m], ())) if p >= 0}
                 for m in members]
-    history = state.history.tocoo()
     report["ranker_fit_seconds"] = round(ranker_seconds, 1)
     runs = []
-    for settings in ALS_GRID:
-        instance, result = out / "als_instance.npz", out / "als_result.npz"
-        np.savez(instance, rows=history.row, cols=history.col, values=history.data, shape=np.array(history.shape),
-                 members=members, k=config.evaluation.k, allowed=state.items["available"].to_numpy(), **settings)
-        done = subprocess.run([str(PEERS_PYTHON), str(PEER), str(instance), str(result)], capture_output=True,
-                              text=True, timeout=3600)
-        if done.returncode != 0:
-            runs.append({**settings, "error": done.stderr.strip().splitlines()[-3:]})
-            continue
-        peer = np.load(result)
-        als = ranking_metrics(list(peer["items"]), relevant, config.evaluation.k)
-        runs.append({**settings, "ndcg_at_10": round(als["ndcg"], 4), "recall_at_10": round(als["recall"], 4),
-                     "map_at_10": round(als["map"], 4), "fit_seconds": round(float(peer["fit_seconds"]), 2),
-                     "recommend_seconds": round(float(peer["recommend_seconds"]), 2)})
+    for run in implicit_als(state.history.tocoo(), members, config.evaluation.k,
+                            state.items["available"].to_numpy(), out):
+        if "items" in run:
+            als = ranking_metrics(list(run.pop("items")), relevant, config.evaluation.k)
+            run.update(ndcg_at_10=round(als["ndcg"], 4), recall_at_10=round(als["recall"], 4),
+                       map_at_10=round(als["map"], 4))
+        runs.append(run)
         print(f"peer {runs[-1]}", flush=True)
     scored = [r for r in runs if "ndcg_at_10" in r]
     report["implicit_als_grid"] = runs
@@ -112,3 +104,46 @@ def main(lake_root: Path, out: Path, config: MatchingConfig) -> dict:
     print(f"best peer {report['implicit_als']}", flush=True)
     (out / "matching.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def implicit_als(history, members: np.ndarray, k: int, allowed: np.ndarray, folder: Path,
+                 exclude_own: bool = False) -> list[dict]:
+    """implicit's ALS (in .venv-peers) at every ALS_GRID setting on the member × item matrix
+    `history` (scipy COO): per setting, the settings with `items` (len(members) × k item
+    positions) and its fit and recommend seconds, or `error`."""
+    runs = []
+    for settings in ALS_GRID:
+        instance, result = folder / "als_instance.npz", folder / "als_result.npz"
+        np.savez(instance, rows=history.row, cols=history.col, values=history.data, shape=np.array(history.shape),
+                 members=members, k=k, allowed=allowed, exclude_own=exclude_own, **settings)
+        done = subprocess.run([str(PEERS_PYTHON), str(PEER), str(instance), str(result)], capture_output=True,
+                              text=True, timeout=3600)
+        if done.returncode != 0:
+            runs.append({**settings, "error": done.stderr.strip().splitlines()[-3:]})
+            continue
+        peer = np.load(result)
+        runs.append({**settings, "items": peer["items"], "fit_seconds": round(float(peer["fit_seconds"]), 2),
+                     "recommend_seconds": round(float(peer["recommend_seconds"]), 2)})
+    return runs
+
+
+def item_knn(history, members: np.ndarray, k: int, exclude_own: bool = True) -> np.ndarray:
+    """Item-based nearest neighbours: items scored by the summed cosine similarity (over members
+    who bought both) to each member's own items, the member's own items left out when
+    `exclude_own`. `history`: scipy sparse member × item counts. Returns len(members) × k item
+    positions."""
+    from scipy import sparse
+
+    bought = sparse.csr_matrix(history, dtype=np.float64)
+    bought.data[:] = 1.0
+    norms = np.sqrt(np.asarray(bought.multiply(bought).sum(axis=0))).ravel()
+    norms[norms == 0] = 1.0
+    scaled = bought @ sparse.diags(1.0 / norms)
+    similarity = (scaled.T @ scaled).toarray()
+    np.fill_diagonal(similarity, 0.0)
+    scores = np.asarray((bought[members] @ similarity))
+    if exclude_own:
+        scores[bought[members].toarray() > 0] = -np.inf
+    top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(top, order, axis=1)

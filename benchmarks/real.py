@@ -13,8 +13,8 @@ fetched at run time (`pip download --no-deps`) into a cache, then read from the 
 Every dataset goes through the bring-your-own-data path a brand would use (`quanyu data import`
 of one sales-lines export, validate, merge, train with the committed config), cut at an origin;
 the days after it are the holdout. Peers on exactly the same cells: moving averages (7, 28 days),
-seasonal naive (7), Croston SBA and TSB (intermittent demand); global and 30-day popularity (the
-user's own history left out).
+seasonal naive (7), Croston SBA and TSB (intermittent demand); global and 30-day popularity,
+item-kNN and implicit's ALS (the user's own history left out).
 """
 
 from __future__ import annotations
@@ -310,8 +310,18 @@ def matching_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *,
 
     ranked = {"quanyu": [np.array([r["sku_id"] for r in recommender.recommend(u, 10).items]) for u in users],
               "popularity": popular(seen["item"].value_counts()),
-              "popularity_30d": popular(recent["item"].value_counts())}
+              "popularity_30d": popular(recent["item"].value_counts()),
+              **factorisation_peers(seen, users, work, say)}
     each = {m: ranking_metrics_each(r, relevant, 10)["ndcg"] for m, r in ranked.items()}
+    als = [m for m in each if m.startswith("als ")]
+    if als:  # the ALS setting that did best on this holdout stands for ALS (its best case, not ours)
+        best_als = max(als, key=lambda m: each[m].mean())
+        settings = best_als.removeprefix("als ")
+        each["implicit_als"] = each.pop(best_als)
+        for m in als:
+            each.pop(m, None)
+    else:
+        settings = None
     scores = {m: float(v.mean()) for m, v in each.items()}
     peers = {m: s for m, s in scores.items() if m != "quanyu"}
     best = max(peers, key=peers.get)
@@ -320,7 +330,36 @@ def matching_case(name: str, export: pd.DataFrame, mapping: dict, work: Path, *,
             "users": len(users), "training_seconds": round(seconds, 1),
             "ndcg_at_10": {m: round(s, 4) for m, s in scores.items()}, "best_peer": best,
             "ratio_to_best_peer": round(scores["quanyu"] / scores[best], 3),
-            "difference_95ci": [round(low, 4), round(high, 4)]}
+            "difference_95ci": [round(low, 4), round(high, 4)], "implicit_als_settings": settings}
+
+
+def factorisation_peers(seen: pd.DataFrame, users: list[str], work: Path, say) -> dict[str, list[np.ndarray]]:
+    """Item-kNN (cosine, in this process) and implicit's ALS at each setting of bench matching's
+    grid (in .venv-peers; skipped, saying so, without it), trained on the user × item counts up
+    to the cutoff; each user's own items left out, as for the popularity peers. Keys: "item_knn"
+    and "als <settings>"; values: the 10 item ids per user in `users`."""
+    from scipy import sparse
+
+    from benchmarks.matching import PEERS_PYTHON, implicit_als, item_knn
+
+    user_codes, user_ids = pd.factorize(seen["user"])
+    item_codes, item_ids = pd.factorize(seen["item"])
+    counts = sparse.coo_matrix((np.ones(len(seen)), (user_codes, item_codes)),
+                               shape=(len(user_ids), len(item_ids))).tocsr().tocoo()  # duplicates summed
+    members = pd.Index(user_ids).get_indexer(users)
+    out = {"item_knn": list(np.asarray(item_ids)[item_knn(counts, members, 10)])}
+    if not PEERS_PYTHON.exists():
+        say("implicit ALS peer skipped: no .venv-peers (make .venv-peers/bin/python)")
+        return out
+    work.mkdir(parents=True, exist_ok=True)
+    for run in implicit_als(counts, members, 10, np.ones(len(item_ids), bool), work, exclude_own=True):
+        if "items" not in run:
+            say(f"implicit ALS {run} failed")
+            continue
+        items = run.pop("items")
+        label = ", ".join(f"{k} {v}" for k, v in run.items() if k not in ("fit_seconds", "recommend_seconds"))
+        out[f"als {label}"] = list(np.asarray(item_ids)[items])
+    return out
 
 
 def main(out: Path, say=print) -> dict:

@@ -128,7 +128,7 @@ def _plots(evaluation: Evaluation, forecaster: DemandForecaster, folder: Path) -
 
 def evaluated_days(config: DemandConfig) -> int:
     """How many of the lake's last days the rolling-origin evaluation scores."""
-    return config.evaluation.origins * config.features.horizon
+    return config.evaluation.days_scored(config.features.horizon)
 
 
 def holdout_metrics(config: DemandConfig, lake: Lake) -> dict[str, float]:

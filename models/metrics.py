@@ -143,9 +143,19 @@ def bootstrap_wrmsse_ratio(model: pd.DataFrame, peer: pd.DataFrame, resamples: i
     joined = model.join(peer, lsuffix="_m", rsuffix="_p", how="inner")
     if len(joined) < 2:
         return float("nan"), float("nan")
-    w, a, b = joined["weight_m"].to_numpy(), joined["rmsse_m"].to_numpy(), joined["rmsse_p"].to_numpy()
-    picks = np.random.default_rng(seed).integers(0, len(joined), size=(resamples, len(joined)))
-    ratios = (w[picks] * a[picks]).sum(1) / (w[picks] * b[picks]).sum(1)
+    w = joined["weight_m"].to_numpy()
+    return bootstrap_ratio(w * joined["rmsse_m"].to_numpy(), w * joined["rmsse_p"].to_numpy(), resamples, seed)
+
+
+def bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = 0) -> tuple[float, float]:
+    """95 % interval of Σ numerator / Σ denominator, resampling the same units for both (paired).
+    NaN, NaN with fewer than two units."""
+    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
+    if len(numerator) < 2:
+        return float("nan"), float("nan")
+    picks = np.random.default_rng(seed).integers(0, len(numerator), size=(resamples, len(numerator)))
+    ratios = numerator[picks].sum(1) / denominator[picks].sum(1)
     return float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))
 
 

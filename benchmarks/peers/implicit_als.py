@@ -3,8 +3,8 @@ Runs in .venv-peers (implicit stays out of the main environment).
 
 Usage: python implicit_als.py INSTANCE.npz OUT.npz
 INSTANCE: `rows`, `cols`, `values` (member × item purchase lines up to the cutoff), `shape`,
-`members` (positions to recommend for), `k`, `allowed` (items that may be recommended), and the
-ALS settings `factors`, `iterations`, `regularization`, `alpha`. OUT: `items` (len(members) × k),
+`members` (positions to recommend for), `k`, `allowed` (items that may be recommended),
+optionally `exclude_own` (leave out each member's own items), and the ALS settings `factors`, `iterations`, `regularization`, `alpha`. OUT: `items` (len(members) × k),
 `fit_seconds`, `recommend_seconds`."""
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def main(instance: str, out: str) -> None:
         k = int(data["k"])
         blocked = np.flatnonzero(~data["allowed"])
         started = time.perf_counter()
-        items, _ = model.recommend(members, matrix[members], N=k, filter_already_liked_items=False,
+        exclude_own = bool(data["exclude_own"]) if "exclude_own" in data.files else False
+        items, _ = model.recommend(members, matrix[members], N=k, filter_already_liked_items=exclude_own,
                                    items=np.flatnonzero(data["allowed"]))
         recommend_seconds = time.perf_counter() - started
     assert not np.isin(items, blocked).any()

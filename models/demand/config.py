@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,9 +31,28 @@ class IntervalConfig(BaseModel):
 
 
 class EvaluationConfig(BaseModel):
+    """Rolling origins: `origins` of them, `spacing_days` apart (None: one horizon apart), the
+    last one `horizon` days before the lake's end. A model is fitted at the first origin and again
+    whenever an origin is `refit_days` or more after the last fit; the origins in between forecast
+    with that model from their own day (DemandForecaster.as_of), as a model of that age would."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    origins: int = Field(2, ge=1, le=12)
+    origins: int = Field(2, ge=1, le=26)
+    spacing_days: int | None = Field(None, ge=1, le=91)
+    refit_days: int = Field(28, ge=1, le=365)
+
+    def spacing(self, horizon: int) -> int:
+        return self.spacing_days or horizon
+
+    def origin_days(self, last_day: dt.date, horizon: int) -> list[dt.date]:
+        """The origins, oldest first, for a lake whose last day is `last_day`."""
+        last = last_day - dt.timedelta(days=horizon)
+        return [last - dt.timedelta(days=self.spacing(horizon) * k) for k in range(self.origins - 1, -1, -1)]
+
+    def days_scored(self, horizon: int) -> int:
+        """How many of the lake's last days the holdouts cover."""
+        return horizon + self.spacing(horizon) * (self.origins - 1)
 
 
 class DemandConfig(FamilyConfig):

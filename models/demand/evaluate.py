@@ -1,9 +1,12 @@
 """Evaluation of the demand family on rolling origins: the model, its baselines and (when the
 lake has truth/) the oracle, all on the same holdout rows.
 
-For each origin the model is trained on the days up to it and forecasts the `horizon` days
-after it; the metrics are averaged over origins. The intervals of origin k are calibrated on the
-forecasts of origin k−1, so their coverage is measured on data the calibration never saw.
+Origins are a week apart by default (EvaluationConfig): at each one a model trained on the days
+up to it — fitted there, or at most `refit_days` earlier and moved to the origin's history —
+forecasts the `horizon` days after it; the metrics are averaged over origins. What an origin
+learns from earlier origins (the blend's weights, the interval calibration) uses only the rows
+whose day had passed by then: the holdouts of weekly origins overlap, and a day after the origin
+is not known at the origin.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from models.demand import blend as blending
 from models.demand.train import Layout
 from models.executor import Executor
 from models.metrics import (
-    bias, bootstrap_wrmsse_ratio, interval_coverage, interval_coverage_units, series_rmsse, series_scales, wape, weighted_rmsse,
+    bias, bootstrap_ratio, interval_coverage, interval_coverage_units, series_rmsse, series_scales, wape, weighted_rmsse,
     wrmsse,
 )
 
@@ -86,7 +89,11 @@ def paired_to_best_baseline(evaluation: Evaluation, scored: list[dict[str, pd.Da
     if joined.empty:
         return best, {}
     ratio = float((joined["weight_m"] * joined["rmsse_m"]).sum() / (joined["weight_m"] * joined["rmsse_p"]).sum())
-    low, high = bootstrap_wrmsse_ratio(model, peer)
+    # resampled by series, each with its errors at every origin: the holdouts of weekly origins
+    # overlap, so one series' origins are not independent draws
+    per_series = pd.DataFrame({"model": joined["weight_m"] * joined["rmsse_m"],
+                               "peer": joined["weight_m"] * joined["rmsse_p"]}).groupby(level=list(range(1, joined.index.nlevels))).sum()
+    low, high = bootstrap_ratio(per_series["model"].to_numpy(), per_series["peer"].to_numpy())
     return best, {"wrmsse_ratio_best_baseline": ratio, "wrmsse_ratio_best_baseline_ci_low": low,
                   "wrmsse_ratio_best_baseline_ci_high": high}
 
@@ -99,19 +106,22 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
     `progress`, when given, is called with a line of text after each origin; each origin's model
     trains where `executor` says (this process by default)."""
     horizon = config.features.horizon
-    last_day = max(data.demand["dt"])
-    origins = [last_day - dt.timedelta(days=horizon * k) for k in range(config.evaluation.origins, 0, -1)]
+    origins = config.evaluation.origin_days(max(data.demand["dt"]), horizon)
     evaluation = Evaluation()
-    residuals: list[tuple[np.ndarray, np.ndarray]] = []  # (forecast, actual) of each origin so far
+    residuals: list[tuple[np.ndarray, ...]] = []  # (forecast, actual, day) of each origin so far
     scored: list[dict[str, pd.DataFrame]] = []  # per origin: series_rmsse of the model and of each baseline
-    forecaster = None
+    fitted = forecaster = None
     launch = data.products.set_index("sku_id")["launch_date"]
-    earlier: list[tuple[np.ndarray, ...]] = []  # (candidates, actual, segment, scale) of each origin
+    earlier: list[tuple[np.ndarray, ...]] = []  # (candidates, actual, segment, scale, day) of each origin
     for origin in origins:
         end = origin + dt.timedelta(days=horizon)
         holdout = data.demand[(data.demand["dt"] > origin) & (data.demand["dt"] <= end)].copy()
-        forecaster = DemandForecaster(config).fit(data, origin=origin, layout=layout, executor=executor)
+        if fitted is None or (origin - fitted.origin_).days >= config.evaluation.refit_days:
+            fitted = forecaster = DemandForecaster(config).fit(data, origin=origin, layout=layout, executor=executor)
+        else:  # the last fit, forecasting from this origin's history: still out of sample
+            forecaster = fitted.as_of(data.demand, origin)
         holdout["lightgbm"] = forecaster.predict(holdout)
+        days = pd.to_datetime(holdout["dt"]).to_numpy().astype("datetime64[D]")
         # taken after the fit: at medium scale this copy of the history is 4 GB the fit does not need
         history = data.demand[data.demand["dt"] <= origin]
         for name, values in baselines(history, holdout, origin).items():
@@ -125,8 +135,10 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
         known = ~np.isnan(simple[:, 0])
         scale = scales["scale"].reindex(pd.MultiIndex.from_frame(holdout[["store_id", "sku_id"]].astype(str))).to_numpy()
         now = (np.column_stack([holdout["lightgbm"].to_numpy()[known], simple[known]]),
-               holdout["units_sold"].to_numpy(float)[known], blending.segments(simple[known, 0]), scale[known])
-        weights = blending.choose_weights(*(np.concatenate(parts) for parts in zip(*earlier))) if earlier else {}
+               holdout["units_sold"].to_numpy(float)[known], blending.segments(simple[known, 0]), scale[known],
+               days[known])
+        past = known_at(earlier, origin)
+        weights = blending.choose_weights(*past[:4]) if past else {}
         prediction = holdout["lightgbm"].to_numpy().copy()
         prediction[known] = blending.apply(now[0], now[2], weights)
         holdout["prediction"] = prediction
@@ -137,7 +149,8 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
                    "wape": wape(holdout["units_sold"], holdout["prediction"]),
                    "bias": bias(holdout["units_sold"], holdout["prediction"]),
                    "wrmsse_lightgbm": wrmsse(None, holdout, prediction="lightgbm", scales=scales),
-                   "blend_model_share": blending.model_share(weights)}
+                   "blend_model_share": blending.model_share(weights),
+                   "model_age_days": float((origin - fitted.origin_).days)}
         for name in BASELINES:
             metrics[f"wrmsse_{name}"] = weighted_rmsse(scored[-1][name])
             metrics[f"wape_{name}"] = wape(holdout["units_sold"], holdout[name])
@@ -164,22 +177,34 @@ def evaluate(data: DemandData, config: DemandConfig, truth: pd.DataFrame | None 
                 if "attribute_oracle" in holdout:
                     metrics[f"mae_{name}_attribute_oracle"] = float(
                         (holdout["units_sold"] - holdout["attribute_oracle"])[mask].abs().mean())
-        if residuals:  # calibrated on every earlier origin's forecasts, pooled
-            forecaster.calibrate(*(np.concatenate(parts) for parts in zip(*residuals)))
+        past = known_at(residuals, origin)
+        if past:  # calibrated on every earlier origin's forecasts of days known by now, pooled
+            forecaster.calibrate(*past[:2])
             holdout["p10"], holdout["p90"] = forecaster.intervals(holdout["prediction"].to_numpy())
             metrics["interval_coverage_p10_p90"] = interval_coverage(holdout["units_sold"], holdout["p10"], holdout["p90"])
             metrics["interval_coverage_p10_p90_units"] = interval_coverage_units(holdout["units_sold"], holdout["p10"],
                                                                                  holdout["p90"])
-        residuals.append((holdout["prediction"].to_numpy(), holdout["units_sold"].to_numpy(dtype=float)))
+        residuals.append((holdout["prediction"].to_numpy(), holdout["units_sold"].to_numpy(dtype=float), days))
         evaluation.origins.append(OriginResult(origin, holdout, metrics))
         if progress:
             progress(f"origin {origin} ({len(evaluation.origins)}/{len(origins)}): wrmsse {metrics['wrmsse']:.4f}, "
                      f"seasonal naive {metrics['wrmsse_seasonal_naive']:.4f}, {forecaster.training_rows_:,} training rows")
+    evaluation.residuals = [r[:2] for r in residuals]
     if forecaster is not None and residuals:
-        forecaster.calibrate(*(np.concatenate(parts) for parts in zip(*residuals)))  # every origin's
-    evaluation.residuals = residuals
+        forecaster.calibrate(*(np.concatenate(parts) for parts in zip(*evaluation.residuals)))  # every origin's
     if scored:
         evaluation.best_baseline, evaluation.pooled = paired_to_best_baseline(evaluation, scored)
     if earlier:
-        evaluation.blend_weights = blending.choose_weights(*(np.concatenate(parts) for parts in zip(*earlier)))
+        evaluation.blend_weights = blending.choose_weights(*[np.concatenate(parts) for parts in zip(*earlier)][:4])
     return evaluation, forecaster
+
+
+def known_at(parts: list[tuple[np.ndarray, ...]], origin: dt.date) -> tuple[np.ndarray, ...] | None:
+    """Earlier origins' arrays (the last one of each tuple: the row's day), pooled and cut to the
+    rows whose day is on or before `origin`: what was known when forecasting from it. None when
+    nothing was."""
+    if not parts:
+        return None
+    pooled = [np.concatenate(columns) for columns in zip(*parts)]
+    keep = pooled[-1] <= np.datetime64(origin, "D")
+    return tuple(column[keep] for column in pooled) if keep.any() else None

@@ -18,6 +18,8 @@ FAST = DemandConfig.model_validate({"training": {"num_boost_round": 120, "histor
                                                  "params": {"objective": "tweedie", "tweedie_variance_power": 1.2,
                                                             "learning_rate": 0.08, "num_leaves": 31,
                                                             "min_data_in_leaf": 40}}})
+# four origins a week apart, one fit for all of them
+WEEKLY = FAST.model_copy(update={"evaluation": FAST.evaluation.model_copy(update={"origins": 4, "spacing_days": 7})})
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +182,34 @@ def test_baselines_repeat_the_last_week_and_average_four():
     assert out["moving_average"].tolist() == [3.0, 3.0, 0.0]
 
 
+def test_an_origin_learns_from_earlier_origins_only_what_had_happened_by_then():
+    """Weekly origins' holdouts overlap: origin k may calibrate and choose its blend only on the
+    rows of earlier origins whose day is on or before its own."""
+    from models.demand.evaluate import known_at
+
+    days = np.array(["2025-01-02", "2025-01-08", "2025-01-09"], dtype="datetime64[D]")
+    first = (np.array([1.0, 2.0, 3.0]), days)
+    second = (np.array([4.0]), np.array(["2025-01-08"], dtype="datetime64[D]"))
+    values, seen = known_at([first, second], dt.date(2025, 1, 8))
+    assert values.tolist() == [1.0, 2.0, 4.0] and seen.max() == np.datetime64("2025-01-08")
+    assert known_at([first], dt.date(2025, 1, 1)) is None and known_at([], dt.date(2025, 1, 8)) is None
+    spec = DemandConfig.model_validate({"evaluation": {"origins": 3, "spacing_days": 14}}).evaluation
+    assert spec.origin_days(dt.date(2025, 3, 31), 28) == [dt.date(2025, 2, 3), dt.date(2025, 2, 17), dt.date(2025, 3, 3)]
+    assert spec.days_scored(28) == 56
+
+
 def test_rolling_origin_evaluation_beats_the_baselines(demand_data, ray_session):
     data, truth = demand_data
-    evaluation, last = evaluate(data, FAST, truth)
+    evaluation, last = evaluate(data, WEEKLY, truth)
     m = evaluation.metrics
-    assert len(evaluation.origins) == 2
+    assert [o.origin for o in evaluation.origins] == WEEKLY.evaluation.origin_days(max(data.demand["dt"]), 28)
+    assert len(evaluation.origins) == 4 and evaluation.origins[1].origin - evaluation.origins[0].origin == dt.timedelta(7)
+    # one fit serves the four origins (refit_days 28), forecasting from each origin's own day
+    assert [o.metrics["model_age_days"] for o in evaluation.origins] == [0, 7, 14, 21]
+    # the first origin has nothing earlier to calibrate on or blend with; the next ones do
+    assert "interval_coverage_p10_p90" not in evaluation.origins[0].metrics
+    assert evaluation.origins[0].metrics["blend_model_share"] == 1.0
+    assert all("interval_coverage_p10_p90" in o.metrics for o in evaluation.origins[1:])
     assert m["wrmsse"] < m["wrmsse_seasonal_naive"] and m["wrmsse"] < m["wrmsse_moving_average"] * 1.05
     assert m["wrmsse_oracle"] < m["wrmsse"] < 1.3 * m["wrmsse_oracle"]
     assert 0.6 < m["interval_coverage_p10_p90"] < 0.95
@@ -221,13 +246,14 @@ def test_a_lake_with_only_required_columns_and_no_truth_trains(raw_copy, ray_ses
 
 def test_only_the_evaluated_days_of_truth_are_read(tiny_lake, demand_data):
     """The oracle is scored on the evaluation's holdout days only; reading all of truth cost
-    2 GB more at medium scale. The days read must be exactly the last origins × horizon days,
-    with the same values as reading everything."""
+    2 GB more at medium scale. The days read must be exactly the days the holdouts cover (the
+    horizon after the first origin to the lake's end), with the same values as reading everything."""
     from jobs.train_demand import evaluated_days
 
     data, everything = demand_data
     days = evaluated_days(DemandConfig())
-    assert days == 2 * 28
+    assert days == 2 * 28  # two origins a horizon apart (configs/demand.yaml)
+    assert evaluated_days(WEEKLY) == 28 + 3 * 7  # four a week apart, each scored 28 days ahead
     _, recent = read_demand_data(tiny_lake, truth_days=days)
     last = max(data.demand["dt"])
     assert sorted(recent["dt"].unique()) == [last - dt.timedelta(days=k) for k in range(days - 1, -1, -1)]
