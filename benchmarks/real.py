@@ -120,9 +120,8 @@ def make_lake(export: pd.DataFrame, mapping: dict, folder: Path, name: str, unit
 def train_and_load(family: str, lake: Lake, work: Path, tracking_uri: str, say, label: str) -> tuple[object, float]:
     """Train `family` on `lake` with its committed config, as `quanyu train` does; the registered
     version's predictor (forecaster, recommender) as serving loads it, and the training seconds."""
-    import mlflow
-
     from jobs.families import FAMILY_JOBS
+    from models.registry import load_version
 
     spec = FAMILY_JOBS[family]
     config, _ = spec.config()
@@ -130,9 +129,7 @@ def train_and_load(family: str, lake: Lake, work: Path, tracking_uri: str, say, 
     trained = spec.job().main(config, lake, tracking_uri, artifact_root=str(work / "mlartifacts"))
     seconds = time.monotonic() - started
     say(f"{label}: {family} v{trained.version} trained in {seconds:.0f} s")
-    mlflow.set_tracking_uri(tracking_uri)
-    inner = mlflow.pyfunc.load_model(f"models:/quanyu-{family}/{trained.version}").unwrap_python_model()
-    return (inner.forecaster if family == "demand" else inner.recommender), seconds
+    return load_version(family, tracking_uri, version=trained.version).predictor, seconds
 
 
 # --- demand ---------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Job: batch-score the demand model into lake/forecasts/demand/dt=<origin>/.
 
 Steps:
-1. download the registered version (`models:/quanyu-demand@<alias>`, default champion) once;
-   with `as_of`, rebuild its snapshot of recent history from the lake's curated demand up to
-   that day (the origin becomes `as_of`: a backtest's forecasts, or a fresher lake's);
+1. download the registered version (`models:/quanyu-demand@<alias>`, default champion) once and
+   load it as serving does (models.registry.load_version: the version's pyfunc and its
+   predictor contract, so batch and online answers of one version come from the same path); with `as_of`, rebuild its
+   snapshot of recent history from the lake's curated demand up to that day (the origin becomes
+   `as_of`: a backtest's forecasts, or a fresher lake's);
 2. list the active store × SKU series: those with a row in the last 28 days before the origin;
 3. score them with Ray Data — one actor per worker loads the forecaster once and forecasts a
    batch of series for every day of the horizon, with the planned prices and promotions;
@@ -27,7 +29,7 @@ from jobs.runtime import quiet_data_context
 from lake.store import Lake, LakeError
 from models.demand.forecaster import DemandForecaster, lookback_days
 from models.metrics import series_scales, wrmsse
-from models.registry import model_uri
+from models.registry import load_local, load_version
 
 
 @dataclass
@@ -44,13 +46,17 @@ class PredictResult:
 
 
 class _ForecastBatch:
-    """A Ray Data actor: loads the forecaster once (from the folder of its subclass, see
-    `_batches_from`), forecasts batches of series."""
+    """A Ray Data actor: loads the version once (from the folder of its subclass, see
+    `_batches_from`; with `as_of`, moved to that day's history), forecasts batches of series."""
 
-    folder: str
+    folder: str  # the version's artifacts, as load_version(download_to=…) copied them
+    history: str | None = None  # Parquet of the curated demand the snapshot is rebuilt from
+    as_of: dt.date | None = None
 
     def __init__(self) -> None:
-        self.forecaster = DemandForecaster.load(self.folder)
+        self.forecaster = load_local("demand", self.folder)
+        if self.as_of is not None:
+            self.forecaster = self.forecaster.as_of(pd.read_parquet(self.history), self.as_of)
         self.horizon = self.forecaster.config.features.horizon
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -68,21 +74,19 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
     """Score every active series; Ray must be initialised. Raises mlflow's error when the
     alias does not exist (the CLI turns it into a message), LakeError when `as_of` needs curated
     demand the lake does not have, ValueError when it has none before `as_of`."""
-    import mlflow
     import ray.data
 
     started = time.monotonic()
-    mlflow.set_tracking_uri(tracking_uri)
-    uri = model_uri("demand", alias)
-    version = mlflow.MlflowClient().get_model_version_by_alias("quanyu-demand", alias).version
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(uri, dst_path=tmp)
-        folder = str(Path(local) / "artifacts" / "forecaster")
-        forecaster = DemandForecaster.load(folder)
+        loaded = load_version("demand", tracking_uri, alias=alias, download_to=Path(tmp) / "version")
+        version, forecaster = loaded.version, loaded.predictor
         model_origin = forecaster.origin_
+        history = None
         if as_of is not None:
-            forecaster = forecaster.as_of(_demand_up_to(lake, forecaster, as_of), as_of)
-            folder = str(forecaster.save(Path(tmp) / "as_of"))
+            demand = _demand_up_to(lake, forecaster, as_of)
+            forecaster = forecaster.as_of(demand, as_of)
+            history = str(Path(tmp) / "history.parquet")
+            demand.to_parquet(history)
         recent = forecaster.panel_.units[:, -28:]
         active = forecaster.panel_.series[~np.isnan(recent).all(axis=1)].reset_index(drop=True)
         target = lake.partition_dir("forecasts", "demand", forecaster.origin_)
@@ -97,7 +101,7 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
         with warnings.catch_warnings():  # Ray 2.60 takes max_restarts only in its deprecated **ray_remote_args
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ray.data.from_pandas(active).repartition(max(1, len(active) // batch_series)).map_batches(
-                _batches_from(folder), batch_format="pandas", batch_size=batch_series,
+                _batches_from(loaded.path, history, as_of), batch_format="pandas", batch_size=batch_series,
                 compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                 max_restarts=0).write_parquet(str(staging))
         shutil.rmtree(target, ignore_errors=True)
@@ -110,11 +114,11 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
                          backtest=scored)
 
 
-def _batches_from(folder: str) -> type[_ForecastBatch]:
-    """The actor class bound to `folder`. A class attribute rather than a constructor argument:
-    Ray keeps constructor arguments in the object store and warns that a restarted actor could
-    lose them; a class travels with the actor's definition."""
-    return type("ForecastBatch", (_ForecastBatch,), {"folder": folder})
+def _batches_from(folder: str, history: str | None, as_of: dt.date | None) -> type[_ForecastBatch]:
+    """The actor class bound to the version's folder (and the as-of history). Class attributes
+    rather than constructor arguments: Ray keeps constructor arguments in the object store and
+    warns that a restarted actor could lose them; a class travels with the actor's definition."""
+    return type("ForecastBatch", (_ForecastBatch,), {"folder": folder, "history": history, "as_of": as_of})
 
 
 def backtest(lake: Lake, forecaster: DemandForecaster, forecasts: pd.DataFrame) -> dict | None:

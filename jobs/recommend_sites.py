@@ -10,7 +10,7 @@ import click
 
 from lake.settings import DEFAULT_CURRENCY
 from models.location.recommender import Recommendation, SiteRecommender
-from models.registry import model_uri
+from models.registry import load_version
 
 CSV_COLUMNS = ("rank", "site_id", "lat", "lon", "predicted_revenue", "cannibalisation", "net_gain",
                "rent_per_sqm_month", "population", "covered_population", "forced", "reason_1", "reason_2", "reason_3")
@@ -19,20 +19,16 @@ CSV_COLUMNS = ("rank", "site_id", "lat", "lon", "predicted_revenue", "cannibalis
 def load_recommender(tracking_uri: str, alias: str, family: str = "location") -> tuple[SiteRecommender, str]:
     """The recommender of `models:/quanyu-<family>@<alias>` (location or matching) and its
     version. ClickException when there is none."""
-    import mlflow
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking_uri)
     try:
-        version = MlflowClient().get_model_version_by_alias(f"quanyu-{family}", alias).version
-        model = mlflow.pyfunc.load_model(model_uri(family, alias))
+        loaded = load_version(family, tracking_uri, alias=alias)
     except MlflowException as exc:
         hint = (f" (train one with quanyu train {family}; its alias is candidate until promoted: "
                 "--alias candidate)")
         raise click.ClickException(f"no quanyu-{family} version with alias {alias!r} in {tracking_uri}: "
                                    f"{exc.message.splitlines()[0][:120]}{hint}") from None
-    return model.unwrap_python_model().recommender, str(version)
+    return loaded.predictor, loaded.version
 
 
 def csv_rows(result: Recommendation) -> list[dict]:

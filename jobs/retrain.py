@@ -244,7 +244,7 @@ def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: G
     import mlflow
     from mlflow import MlflowClient
 
-    from serving.families import predictor_of
+    from models.registry import load_version
 
     client = MlflowClient(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
@@ -264,8 +264,7 @@ def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: G
     elif champion:
         champion_metrics = version_metrics(client, family, champion)
     try:
-        predictor = predictor_of(family, mlflow.pyfunc.load_model(f"models:/quanyu-{family}/{version}"))
-        problems = sanity_problems(family, predictor)
+        problems = sanity_problems(family, load_version(family, version=version).predictor)
     except Exception as exc:
         problems = [f"the registered version does not load: {_first_line(exc)}"]
     decision = decide(gate, metrics, champion_metrics, champion, problems, basis)

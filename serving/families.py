@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from models.families import FAMILIES as REGISTRY
+from models.registry import load_version
 
 FAMILIES = tuple(REGISTRY)  # the served families, in the registry's order
 # what the registry answers when the model or its alias does not exist (yet): the store is fine
@@ -75,26 +76,17 @@ class FamilyModel:
         return MlflowClient(tracking_uri=self.tracking_uri)
 
     def _load(self, version: str) -> Loaded:
-        import mlflow
-
-        uri = f"models:/{self.name}/{version}"
-        if self._loader is not None:
-            pyfunc = self._loader(uri)
-        else:
-            mlflow.set_tracking_uri(self.tracking_uri)
-            pyfunc = mlflow.pyfunc.load_model(uri)
-        predictor = predictor_of(self.family, pyfunc)
-        smoke_test(self.family, predictor)
-        info = self._client().get_model_version(self.name, version)
+        loaded = load_version(self.family, self.tracking_uri, version=version, loader=self._loader)
+        smoke_test(self.family, loaded.predictor)
         metrics: dict[str, float] = {}
         try:
-            run = self._client().get_run(info.run_id)
+            run = self._client().get_run(loaded.run_id)
             metrics = {k: run.data.metrics[k] for k in REGISTRY[self.family].served_metrics if k in run.data.metrics}
         except Exception:  # a run deleted from the store: serve the model, show no metrics
             pass
-        return Loaded(version=str(version), pyfunc=pyfunc, predictor=predictor,
+        return Loaded(version=loaded.version, pyfunc=loaded.pyfunc, predictor=loaded.predictor,
                       loaded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), metrics=metrics,
-                      run_id=info.run_id)
+                      run_id=loaded.run_id)
 
     def check(self) -> bool:
         """Follow the alias: load, smoke-test and swap in a new version. True when it swapped.
