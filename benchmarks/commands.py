@@ -125,6 +125,29 @@ def bench_serving(ctx, out, seconds) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@bench.command("fuzz")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/fuzz].")
+@click.option("--max-examples", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="Cases per operation and phase (schemathesis -n).")
+@click.option("--ingress", type=click.Choice(["proxy", "haproxy"]), default="proxy", show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.pass_context
+def bench_fuzz(ctx, out, max_examples, ingress, seed) -> None:
+    """schemathesis on the whole API, every phase and check, against this home's champions."""
+    from benchmarks import fuzz
+
+    runtime = runtime_of(ctx, None)
+    try:
+        summary = fuzz.main(runtime, Path(out) if out else runtime.home / "bench" / "fuzz", max_examples, ingress, seed)
+    except (RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{summary['cases']:,} cases, {summary['responses']:,} responses {summary['statuses']}; "
+               f"5xx {summary['server_errors']}; failed checks {summary['failures_by_check'] or 'none'} "
+               f"(report {summary['report']})")
+    if summary["server_errors"] or summary["failures"]:
+        ctx.exit(1)
+
+
 @bench.command("load")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/load].")
 @click.option("--seconds", type=click.FloatRange(10, 600), default=60.0, show_default=True)

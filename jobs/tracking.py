@@ -135,17 +135,19 @@ def frame_schema(frame: pd.DataFrame):
 
 
 def register(family: str, python_model, artifacts: dict[str, str], input_example: pd.DataFrame | None = None,
-             packages: tuple[str, ...] = ()) -> str:
+             packages: tuple[str, ...] = (), inputs=None) -> str:
     """Log the family's pyfunc (its code: models/ and lake/), register it as quanyu-<family> and
-    point `candidate` at the new version; returns the version."""
+    point `candidate` at the new version; returns the version. `inputs`: the input schema
+    (mlflow.types.Schema) when the example alone would make optional columns required."""
     import mlflow
+    from mlflow.models import ModelSignature
 
     with warnings.catch_warnings(), _known_mlflow_notices_dropped():
         warnings.simplefilter("ignore", UserWarning)  # the input example's integer columns: a hint about missing values
         info = mlflow.pyfunc.log_model(
             name="model", python_model=python_model, artifacts=artifacts,
             code_paths=[str(REPO / "models"), str(REPO / "lake")], registered_model_name=registered_name(family),
-            input_example=input_example,
+            input_example=input_example, signature=ModelSignature(inputs=inputs) if inputs is not None else None,
             pip_requirements=[f"{p}=={package_version(p)}" for p in (*BASE_PACKAGES, *packages)])
     version = str(info.registered_model_version)
     _record_lineage(family, version)

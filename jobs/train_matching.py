@@ -83,6 +83,8 @@ def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str
     """Train, evaluate, log and register; Ray should be initialised (candidates run as tasks)."""
     import mlflow
 
+    from mlflow.types import ColSpec, DataType, Schema
+
     from models.matching.pyfunc import MatchingPyfunc
 
     started = time.monotonic()
@@ -116,7 +118,10 @@ def main(config: MatchingConfig, lake: Lake, tracking_uri: str, config_path: str
         mlflow.log_artifact(str(folder / "ndcg_by_activity.csv"))
         example = pd.DataFrame({"member_id": recommender.state.members["member_id"].head(2).astype(str),
                                 "channel": ["online", "offline"], "k": [5, 5]})
+        # channel and k may be left out of a row (any channel, 10 items): optional in the signature
+        inputs = Schema([ColSpec(DataType.string, "member_id"), ColSpec(DataType.string, "channel", required=False),
+                         ColSpec(DataType.long, "k", required=False)])
         version = register("matching", MatchingPyfunc(), {"recommender": str(recommender.save(folder / "recommender"))},
-                           example, ("scipy",))
+                           example, ("scipy",), inputs)
     return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, origin=data.data_date,
                        seconds=round(time.monotonic() - started, 1))

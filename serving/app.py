@@ -57,6 +57,10 @@ PROTECTED = {401: {"model": schemas.Problem, "description": "missing or invalid 
 WITH_BODY = {**PROTECTED, 400: {"model": schemas.Problem, "description": "the body is not JSON in UTF-8, or is nested "
                                 "too deeply"},
              413: {"model": schemas.Problem, "description": f"the body is over {MAX_BODY_BYTES:,} bytes"}}
+# a valid request past what the served version does (days beyond its horizon, constraints no
+# candidate sites meet): the schema cannot say, since it follows the version (models/errors.py)
+BEYOND = {409: {"model": schemas.Problem, "description": "beyond what the served version can answer; the "
+                "message says what it can (its forecast horizon, the sites that meet the constraints)"}}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32, health_check_period_s=2)
@@ -144,6 +148,16 @@ api = FastAPI(title="Quanyu", version="1", docs_url=None, redoc_url=None, descri
     "Forecasts, recommendations, audiences and site recommendations from the champion of each model "
     "family. Every /v1 endpoint needs `Authorization: Bearer <key>`."))
 
+
+def _openapi() -> dict:
+    """FastAPI's document, with the one invocations route written as an operation per family
+    (each with its rows' schema: schemas.split_invocations)."""
+    if api.openapi_schema is None:
+        api.openapi_schema = schemas.split_invocations(FastAPI.openapi(api), FAMILIES)
+    return api.openapi_schema
+
+
+api.openapi = _openapi
 
 SWAGGER_CDN = "https://cdn.jsdelivr.net"  # where FastAPI's Swagger UI page loads its script and style
 
@@ -315,7 +329,8 @@ class Ingress:
                     "load the champion: see the replica logs"}
 
     @api.post("/v1/demand/forecast", response_model=schemas.ForecastResponse, dependencies=[Depends(require_key)],
-              responses={**WITH_BODY, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**WITH_BODY, 404: {"model": schemas.Problem}, **BEYOND, 422: {"model": schemas.Problem},
+                         503: {"model": schemas.Problem}})
     async def forecast(self, request: schemas.ForecastRequest):
         return _answer(await _ask(self.families["demand"], "forecasts", request.model_dump(mode="json")))
 
@@ -330,7 +345,8 @@ class Ingress:
         return _answer(await _ask(self.families["matching"], "call", "audience", request.model_dump(mode="json")))
 
     @api.post("/v1/location/recommend", response_model=schemas.SitesResponse, dependencies=[Depends(require_key)],
-              responses={**WITH_BODY, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}})
+              responses={**WITH_BODY, 404: {"model": schemas.Problem}, **BEYOND, 422: {"model": schemas.Problem},
+                         503: {"model": schemas.Problem}})
     async def sites(self, request: schemas.SitesRequest):
         return _answer(await _ask(self.families["location"], "call", "recommend", request.model_dump(mode="json")))
 
@@ -361,8 +377,7 @@ class Ingress:
         return Response(body, media_type=media_type, headers=planner.HEADERS)
 
     @api.post("/v1/{family}/invocations", dependencies=[Depends(require_key)],
-              openapi_extra={"requestBody": schemas.INVOCATIONS_BODY},
-              responses={**WITH_BODY, 404: {"model": schemas.Problem}, 422: {"model": schemas.Problem},
+              responses={**WITH_BODY, 404: {"model": schemas.Problem}, **BEYOND, 422: {"model": schemas.Problem},
                          503: {"model": schemas.Problem}})
     async def invocations(self, family: str, payload: dict[str, Any]):
         if family not in FAMILIES:

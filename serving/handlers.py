@@ -8,10 +8,12 @@ import io
 import json
 import logging
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
 from lake.settings import DEFAULT_CURRENCY
+from models.errors import BeyondVersion, UnknownName
 from serving import schemas
 from serving.families import Loaded
 
@@ -27,6 +29,15 @@ def internal_error(family: str) -> str:
 
 def _problem(status: int, detail: str) -> Answer:
     return status, {"detail": detail}
+
+
+def refused(exc: Exception) -> Answer:
+    """A request the served version refused, by the kind of refusal (models/errors.py): 404 for
+    a name it does not know, 409 for what it cannot do (days past its horizon, constraints its
+    candidates cannot meet), 422 for a request to change; the message says which."""
+    if isinstance(exc, (UnknownName, KeyError)):
+        return _problem(404, str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+    return _problem(409 if isinstance(exc, BeyondVersion) else 422, str(exc))
 
 
 def forecast(loaded: Loaded, request: dict) -> Answer:
@@ -50,11 +61,8 @@ def forecasts(loaded: Loaded, requests: list[dict]) -> list[Answer]:
     forecaster = loaded.predictor
     results = forecaster.forecast_arrays(asks) if asks else []
     for (i, req), result in zip(valid, results):
-        if isinstance(result, KeyError):
-            answers[i] = _problem(404, str(result.args[0]) if result.args else "unknown store or SKU")
-            continue
-        if isinstance(result, ValueError):
-            answers[i] = _problem(422, str(result))
+        if isinstance(result, (KeyError, ValueError)):
+            answers[i] = refused(result)
             continue
         per_sku = _per_sku(result)
         answers[i] = (200, {"model_version": loaded.version, "store_id": req.store_id,
@@ -86,35 +94,26 @@ def recommend(loaded: Loaded, request: dict) -> Answer:
 
 
 def audience(loaded: Loaded, request: dict) -> Answer:
-    from models.matching.recommender import MatchingError
-
     req = schemas.AudienceRequest.model_validate(request)
     attributes = req.attributes.model_dump(exclude_none=True) if req.attributes else None
     try:
         answer = loaded.predictor.audience(req.k, sku_id=req.sku_id, attributes=attributes)
-    except MatchingError as exc:
-        status = 404 if "unknown sku_id" in str(exc) else 422
-        return _problem(status, str(exc))
-    except ValueError as exc:
-        return _problem(422, str(exc))
+    except ValueError as exc:  # MatchingError among them
+        return refused(exc)
     return 200, {"model_version": loaded.version, "sku_id": req.sku_id, "new_product": answer.new_product,
                  "members": answer.members, "segments": answer.segments, "notes": answer.notes}
 
 
 def sites(loaded: Loaded, request: dict) -> Answer:
-    from models.location.recommender import InfeasibleRequest, RecommendError, UnknownCity
+    from models.location.recommender import RecommendError
 
     req = schemas.SitesRequest.model_validate(request)
     try:
         result = loaded.predictor.recommend(req.city, req.k, min_distance_km=req.min_distance_km,
                                             max_rent=req.max_rent, exclude=req.exclude, include=req.include,
                                             objective=req.objective)
-    except UnknownCity as exc:
-        return _problem(404, str(exc))
-    except InfeasibleRequest as exc:
-        return _problem(422, str(exc))
-    except RecommendError as exc:
-        return _problem(422, str(exc))
+    except RecommendError as exc:  # an unknown city or site, constraints no sites meet, a request to change
+        return refused(exc)
     body = result.as_dict()
     body.pop("seconds", None)
     return 200, {"model_version": loaded.version, "data_date": loaded.predictor.meta.get("data_date"),
@@ -242,23 +241,33 @@ def _parse_rows(loaded: Loaded, family: str, payload: dict) -> pd.DataFrame | An
     if unknown:
         return _problem(422, f"unknown field(s) {', '.join(repr(k[:40]) for k in unknown[:5])}: the body takes one "
                              f"of {', '.join(schemas.INVOCATION_FORMATS)} and optional params")
+    if not isinstance(payload.get("params", {}), dict):
+        return _problem(422, "params must be an object")
     keys = set(schemas.INVOCATION_FORMATS) & set(payload)
     if len(keys) != 1:
         return _problem(422, f"the body needs exactly one of {', '.join(schemas.INVOCATION_FORMATS)}")
     try:
         data = infer_and_parse_data({k: payload[k] for k in keys}, loaded.pyfunc.metadata.get_input_schema())
         if not isinstance(data, pd.DataFrame):
-            data = pd.DataFrame(data)
+            data = pd.DataFrame(_records(data))
     except _scoring_errors() as exc:
         return _cannot_score(exc)
-    if len(data) > 10_000:
-        return _problem(413, "at most 10,000 rows per request")
+    if len(data) > schemas.MAX_INVOCATION_ROWS:
+        return _problem(413, f"at most {schemas.MAX_INVOCATION_ROWS:,} rows per request")
     if data.empty:
         return _problem(422, "no rows to score")
     try:
         return check_rows(family, loaded.predictor, data)
     except RowProblem as problem:
         return _problem(problem.status, problem.detail)
+
+
+def _records(data):
+    """Records as MLflow parses `inputs` / `instances` for a model without a signature (each
+    value a 0-d numpy array) with plain values, so that they make a frame of scalars."""
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        return [{k: v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v for k, v in r.items()} for r in data]
+    return data
 
 
 def _score(loaded: Loaded, family: str, rows: pd.DataFrame) -> Answer:

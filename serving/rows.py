@@ -21,7 +21,8 @@ MAX_K = 100  # schemas.RecommendRequest
 
 
 class RowProblem(Exception):
-    """Rows the family cannot score: `status` (404 unknown ids, 422 otherwise) and what is wrong."""
+    """Rows the family cannot score: `status` (404 unknown ids, 409 days outside the served
+    version's horizon, 422 otherwise) and what is wrong."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -89,7 +90,8 @@ def demand(forecaster, rows: pd.DataFrame) -> pd.DataFrame:
     ahead = (days.dt.normalize() - pd.Timestamp(forecaster.origin_)).dt.days.to_numpy(float)
     bad = ~np.isfinite(ahead) | (ahead < 1) | (ahead > horizon)
     if bad.any():
-        raise RowProblem(422, f"dt must be a date 1–{horizon} days after the model's origin {forecaster.origin_} "
+        raise RowProblem(409 if np.isfinite(ahead[bad]).all() else 422,
+                         f"dt must be a date 1–{horizon} days after the model's origin {forecaster.origin_} "
                               f"(YYYY-MM-DD); {_rows_named(bad)} {'are' if bad.sum() > 1 else 'is'} not")
     priced = [c for c in ("list_price", "offer_discount_pct") if c in rows.columns]
     if len(priced) == 1:
@@ -117,6 +119,7 @@ def matching(recommender, rows: pd.DataFrame) -> pd.DataFrame:
         bad = given & ~(np.isfinite(k) & (k == np.round(k)) & (k >= 1) & (k <= MAX_K))
         if bad.any():
             raise RowProblem(422, f"k must be an integer 1–{MAX_K} or empty; {_rows_named(bad)} {'are' if bad.sum() > 1 else 'is'} not")
+        out["k"] = np.where(given, k, 10).astype(np.int64)  # empty: 10, as the typed endpoint (and one type for MLflow)
     return out
 
 

@@ -239,16 +239,77 @@ class Problem(BaseModel):
     detail: Any
 
 
-# /v1/<family>/invocations takes MLflow's scoring protocol: exactly one of its input formats
-INVOCATION_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-INVOCATIONS_BODY = {
-    "description": "MLflow's scoring protocol (as `mlflow models serve` takes it): exactly one of "
-                   + ", ".join(INVOCATION_FORMATS) + "; optional params",
-    "required": True,
-    "content": {"application/json": {"schema": {
-        "type": "object",
-        "properties": {**{f: {} for f in INVOCATION_FORMATS}, "params": {"type": "object"}},
-        "additionalProperties": False,
-        "oneOf": [{"required": [f]} for f in INVOCATION_FORMATS],
-    }}},
+# /v1/<family>/invocations takes MLflow's scoring protocol: exactly one of its input formats, each
+# in the JSON shape MLflow's scoring server parses
+MAX_INVOCATION_ROWS = 10_000
+_ROWS = {"minItems": 1, "maxItems": MAX_INVOCATION_ROWS}
+INVOCATION_SHAPES = {"dataframe_split": {"type": "object", "required": ["columns", "data"],
+                                         "properties": {"columns": {"type": "array"},
+                                                        "data": {"type": "array", **_ROWS}}},
+                     "dataframe_records": {"type": "array", "items": {"type": "object", "minProperties": 1}, **_ROWS},
+                     "instances": {"type": "array", **_ROWS},
+                     "inputs": {"type": ["array", "object"], **_ROWS, "minProperties": 1}}
+INVOCATION_FORMATS = tuple(INVOCATION_SHAPES)
+
+# what one row of each family holds (serving/rows.py checks the same rules, and more: ids the model
+# knows → else 404, days inside the served version's horizon → else 409)
+_ID = {"type": ["string", "integer"], "minLength": 1, "maxLength": 128, "pattern": r"\S"}  # integers read as text
+ROW_SCHEMAS = {
+    "demand": {"type": "object", "required": ["store_id", "sku_id", "dt"],
+               "properties": {"store_id": _ID, "sku_id": _ID, "dt": {"type": "string", "format": "date"},
+                              "list_price": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
+                              "offer_discount_pct": {"type": "number", "minimum": 0, "maximum": 0.9}},
+               "dependentRequired": {"list_price": ["offer_discount_pct"], "offer_discount_pct": ["list_price"]}},
+    "matching": {"type": "object", "required": ["member_id"],
+                 "properties": {"member_id": _ID, "channel": {"enum": ["online", "offline", None]},
+                                "k": {"type": ["integer", "null"], "minimum": 1, "maximum": 100}}},
+    "location": {"type": "object", "required": ["site_id"],
+                 "description": "a candidate site by id; rows of the model's feature columns instead of an id are "
+                                "scored too (docs/serving.md)",
+                 "properties": {"site_id": _ID, "store_age_days": {"type": "number", "minimum": 0, "maximum": 36_500}}},
 }
+
+
+def invocation_shapes(family: str) -> dict:
+    """INVOCATION_SHAPES with the family's rows: records and instances of its row schema, columns
+    (split) and column arrays (inputs) that include its required columns."""
+    row = ROW_SCHEMAS[family]
+    needed = [{"contains": {"const": c}} for c in row["required"]]
+    return {"dataframe_split": {**INVOCATION_SHAPES["dataframe_split"], "properties": {
+                "columns": {"type": "array", "items": {"type": "string"}, "allOf": needed},
+                "data": {"type": "array", "items": {"type": "array", "minItems": len(row["required"]),
+                                                    "items": {"type": ["string", "number"]}}, **_ROWS}}},
+            "dataframe_records": {"type": "array", "items": row, **_ROWS},
+            "instances": {"type": "array", "items": row, **_ROWS},
+            "inputs": {"oneOf": [{"type": "array", "items": row, **_ROWS},
+                                 {"type": "object", "required": row["required"],
+                                  "additionalProperties": {"type": "array", **_ROWS}}]}}
+
+
+def invocations_body(family: str) -> dict:
+    """The request body of /v1/<family>/invocations."""
+    return {"description": "MLflow's scoring protocol (as `mlflow models serve` takes it): exactly one of "
+                           + ", ".join(INVOCATION_FORMATS) + "; optional params",
+            "required": True,
+            "content": {"application/json": {"schema": {
+                "type": "object", "properties": {**invocation_shapes(family), "params": {"type": "object"}},
+                "additionalProperties": False, "oneOf": [{"required": [f]} for f in INVOCATION_FORMATS]}}}}
+
+
+def split_invocations(document: dict, families) -> dict:
+    """The OpenAPI document with its one `/v1/{family}/invocations` operation (one route serves
+    every family) written as one operation per family, each with the family's row schema."""
+    paths = document["paths"]
+    generic = paths.pop("/v1/{family}/invocations", None)
+    if generic is None:
+        return document
+    for family in families:
+        operation = {**generic["post"], "operationId": f"invocations_{family}", "summary": f"{family.title()} Invocations",
+                     "parameters": [p for p in generic["post"].get("parameters", []) if p.get("name") != "family"],
+                     "requestBody": invocations_body(family)}
+        if not operation["parameters"]:
+            operation.pop("parameters")
+        paths[f"/v1/{family}/invocations"] = {"post": operation}
+    return document
+
+

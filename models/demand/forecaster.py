@@ -23,6 +23,7 @@ import pyarrow as pa
 from lake.contract import PRICES, PROMOTIONS, complete
 from lake.merge import list_prices, offer_discounts
 from models.demand import blend as blending
+from models.errors import BeyondVersion
 from models.demand.config import DemandConfig
 from models.demand.features import (
     CATEGORICAL, DATE_OF_YEAR, Attributes, FeatureSpec, History, Panel, Rows, build_panel,
@@ -99,6 +100,10 @@ class Forecast:
                              "dt": np.repeat(np.array(self.days, dtype=object), n_skus),
                              **{name: getattr(self, name).ravel() for name in
                                 ("list_price", "offer_discount_pct", "p10", "p50", "p90")}})
+
+
+class HorizonBeyond(BeyondVersion, ValueError):
+    """Days asked past the version's forecast horizon."""
 
 
 class DemandForecaster:
@@ -406,7 +411,8 @@ class DemandForecaster:
         request; raises KeyError / ValueError."""
         horizon = self.config.features.horizon if horizon_days is None else horizon_days
         if not 1 <= horizon <= self.config.features.horizon:
-            raise ValueError(f"horizon_days must be 1–{self.config.features.horizon}, got {horizon}")
+            raise HorizonBeyond(f"horizon_days must be 1–{self.config.features.horizon}, got {horizon}: this "
+                                f"version forecasts {self.config.features.horizon} days")
         stores, products = self._attributes().lookup("store_id")[0], self._attributes().lookup("sku_id")[0]
         if store_id not in stores:
             raise KeyError(f"unknown store_id {store_id!r}")

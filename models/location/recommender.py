@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from models.errors import BeyondVersion, UnknownName
 from models.location.config import CannibalisationConfig, LocationConfig
 from models.location.features import haversine_km, local_km
 from models.location.model import SiteModel
@@ -48,12 +49,16 @@ class RecommendError(ValueError):
     """A request the recommender cannot answer; the message says what to change."""
 
 
-class UnknownCity(RecommendError):
-    pass
+class UnknownCity(RecommendError, UnknownName):
+    """A city with no candidate sites."""
 
 
-class InfeasibleRequest(RecommendError):
-    pass
+class InfeasibleRequest(RecommendError, BeyondVersion):
+    """No set of the city's candidate sites meets the request's constraints."""
+
+
+class UnknownSites(RecommendError, UnknownName):
+    """Sites to include or exclude that are not among the city's candidates."""
 
 
 @dataclass
@@ -318,13 +323,13 @@ class SiteRecommender:
         position = {s: i for i, s in enumerate(ids)}
         unknown = [s for s in [*exclude, *include] if s not in position]
         if unknown:
-            raise RecommendError(f"site(s) not among {city}'s candidates: {', '.join(map(str, unknown[:5]))}")
+            raise UnknownSites(f"site(s) not among {city}'s candidates: {', '.join(map(str, unknown[:5]))}")
         both = set(exclude) & set(include)
         if both:
             raise RecommendError(f"site(s) both excluded and included: {', '.join(sorted(both)[:5])}")
         forced = list(dict.fromkeys(position[s] for s in include))
         if len(forced) > k:
-            raise InfeasibleRequest(f"{len(forced)} sites forced in but k is {k}")
+            raise RecommendError(f"{len(forced)} sites forced in but k is {k}")
         lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
         feasible = np.ones(len(sites), dtype=bool)
         if max_rent is not None:

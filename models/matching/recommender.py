@@ -17,6 +17,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.errors import UnknownName
 from models.matching.audience import audience_scores
 from models.matching.model import MatchingConfig, Ranker
 from models.matching.state import AVAILABILITY, MatchingState, PRICE_BANDS
@@ -28,6 +29,10 @@ BLOCKED = {"online": AVAILABILITY.index("offline_only"), "offline": AVAILABILITY
 
 class MatchingError(ValueError):
     """A request the predictor cannot answer; the message says what to change."""
+
+
+class UnknownSku(MatchingError, UnknownName):
+    """A SKU the catalogue does not have."""
 
 
 @dataclass
@@ -133,7 +138,7 @@ class MatchingRecommender:
         try:
             item, position = state.item_frame(sku_id=sku_id, attributes=attributes)
         except KeyError:
-            raise MatchingError(f"unknown sku_id {sku_id!r}; for a product not in the catalogue yet, "
+            raise UnknownSku(f"unknown sku_id {sku_id!r}; for a product not in the catalogue yet, "
                                 f"send its attributes (category, list_price or price_band, style)") from None
         if attributes is not None and attributes.get("price_band") not in (None, *PRICE_BANDS):
             raise MatchingError(f"price_band must be one of {', '.join(PRICE_BANDS)}")

@@ -25,10 +25,16 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
+from models.errors import UnknownName
+
 PRICE_BANDS = ("entry", "core", "premium")
 AVAILABILITY = ("both", "online_only", "offline_only")
 SOURCES = ("repurchase", "copurchase", "segment", "category", "trending", "new_arrival", "profile")
 CHANNELS = ("online", "offline")
+
+
+class UnknownCategory(UnknownName, ValueError):
+    """A new product's category the catalogue does not have."""
 
 
 class CandidateSpec(BaseModel):
@@ -390,7 +396,7 @@ class MatchingState:
         attributes = attributes or {}
         category = attributes.get("category")
         if category not in self.categories:
-            raise ValueError(f"category must be one of {', '.join(self.categories)}, got {category!r}")
+            raise UnknownCategory(f"category must be one of {', '.join(self.categories)}, got {category!r}")
         code = self.categories.index(category)
         in_cat = self.items[self.items["category_code"] == code]
         if attributes.get("price_band") is not None:

@@ -50,13 +50,13 @@ def test_models_lists_each_family_s_version_and_metrics(server):
     assert schema.status_code == 200, schema.text[:3000]
     schema = schema.json()
     assert {"/v1/demand/forecast", "/v1/matching/recommend", "/v1/matching/audience", "/v1/location/recommend",
-            "/v1/{family}/invocations", "/v1/models", "/healthz"} <= set(schema["paths"])
+            "/v1/models", "/healthz", *(f"/v1/{f}/invocations" for f in families)} <= set(schema["paths"])
     # every status the API answers is documented: 401 on every protected operation, and the
     # invocations' 413 (too many rows) and 503 (no loaded version)
     operations = [(path, op) for path, ops in schema["paths"].items() for op in ops.values()]
     assert all("401" in op["responses"] for path, op in operations if path != "/healthz"), \
         [path for path, op in operations if path != "/healthz" and "401" not in op["responses"]]
-    assert {"404", "413", "422", "503"} <= set(schema["paths"]["/v1/{family}/invocations"]["post"]["responses"])
+    assert {"404", "409", "413", "422", "503"} <= set(schema["paths"]["/v1/demand/invocations"]["post"]["responses"])
     # ... and 400 / 413 on every operation that takes a body
     with_body = [(path, op) for path, ops in schema["paths"].items() for method, op in ops.items()
                  if method == "post" and path != "/v1/admin/reload"]
@@ -66,8 +66,11 @@ def test_models_lists_each_family_s_version_and_metrics(server):
     parts = schema["components"]["schemas"]
     assert [b["required"] for b in parts["AudienceRequest"]["oneOf"]] == [["sku_id"], ["attributes"]]
     assert [b["required"] for b in parts["NewProduct"]["anyOf"]] == [["list_price"], ["price_band"]]
-    body = schema["paths"]["/v1/{family}/invocations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert len(body["oneOf"]) == 4 and body["additionalProperties"] is False
+    for family, required in (("demand", ["store_id", "sku_id", "dt"]), ("matching", ["member_id"]),
+                             ("location", ["site_id"])):  # one operation per family, its rows' columns
+        body = schema["paths"][f"/v1/{family}/invocations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert len(body["oneOf"]) == 4 and body["additionalProperties"] is False
+        assert body["properties"]["dataframe_records"]["items"]["required"] == required
     (city,) = schema["paths"]["/v1/location/map"]["get"]["parameters"]
     assert city["schema"]["pattern"]
     # and the API does what they say
@@ -106,7 +109,7 @@ def test_demand_forecast_and_its_errors(server):
     assert sum(d["p50"] for d in cheaper["forecasts"][0]["days"]) >= sum(d["p50"] for d in body["forecasts"][0]["days"])
     cases = [({"store_id": "NOPE-1", "sku_ids": skus}, 404, "unknown store_id"),
              ({"store_id": store, "sku_ids": ["XX-000000"]}, 404, "unknown sku_id"),
-             ({"store_id": store, "sku_ids": skus, "horizon_days": 29}, 422, "horizon_days must be 1–28, got 29"),
+             ({"store_id": store, "sku_ids": skus, "horizon_days": 29}, 409, "horizon_days must be 1–28, got 29"),
              ({"store_id": store}, 422, "Field required"),
              ({"store_id": store, "sku_ids": skus, "colour": "red"}, 422, "Extra inputs are not permitted"),
              ({"store_id": "../../etc/passwd", "sku_ids": skus}, 422, "should match pattern"),
@@ -157,6 +160,9 @@ def test_matching_recommend_and_audience(server):
                                                               "price_band": "core"}, "k": 5}).json()
     assert new["new_product"] is True and len(new["members"]) == 5
     assert post(base, "/v1/matching/audience", {"sku_id": "ZZ-1", "k": 5}).status_code == 404
+    # a category the catalogue does not have is an unknown name too, not a malformed request
+    other = post(base, "/v1/matching/audience", {"attributes": {"category": "spaceships", "list_price": 3}, "k": 5})
+    assert other.status_code == 404 and "category must be one of" in other.text
     both = post(base, "/v1/matching/audience", {"sku_id": sku, "attributes": {"category": "x", "list_price": 3}})
     assert both.status_code == 422 and "either sku_id or attributes" in both.text
 
@@ -172,8 +178,10 @@ def test_location_recommend_and_its_errors(server):
     missing = post(base, "/v1/location/recommend", {"city": "Atlantis", "k": 3})
     assert missing.status_code == 404 and "unknown city" in missing.text
     impossible = post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 3, "max_rent": 0})
-    assert impossible.status_code == 422 and "satisfy the constraints" in impossible.text
+    assert impossible.status_code == 409 and "satisfy the constraints" in impossible.text  # valid, beyond its sites
     assert post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 10_000}).status_code == 422
+    unknown = post(base, "/v1/location/recommend", {"city": "Shanghai", "k": 2, "include": ["NOT-A-SITE"]})
+    assert unknown.status_code == 404 and "not among Shanghai's candidates" in unknown.text
 
 
 def test_location_cities_and_map_layers(server):

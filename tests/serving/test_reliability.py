@@ -158,7 +158,7 @@ def _invocation_rows(uri: str) -> tuple[dict, dict, list[tuple[str, dict, int]]]
     hostile = [("/v1/demand/invocations", {**demand, "store_id": None}, 422),
                ("/v1/demand/invocations", {**demand, "sku_id": nan}, 422),
                ("/v1/demand/invocations", {**demand, "store_id": "NOPE"}, 404),
-               ("/v1/demand/invocations", {**demand, "dt": "2099-01-01"}, 422),
+               ("/v1/demand/invocations", {**demand, "dt": "2099-01-01"}, 409),  # past the horizon
                ("/v1/demand/invocations", {**demand, "dt": "not a day"}, 422),
                ("/v1/demand/invocations", {**priced, "list_price": nan}, 422),
                ("/v1/demand/invocations", {**priced, "list_price": inf}, 422),
