@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -22,18 +21,12 @@ from pathlib import Path
 
 import requests
 
-from jobs.processes import start_server, stop_server
+from jobs.processes import free_port, start_server, stop_server
 from jobs.runtime import Runtime
 from serving.families import FamilyModel, wait_until
 
 BIN = Path(sys.executable).parent
 PHASES = "examples,coverage,fuzzing,stateful"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(runtime: Runtime, out: Path, max_examples: int = 100, ingress: str = "proxy", seed: int = 1,
@@ -45,7 +38,7 @@ def main(runtime: Runtime, out: Path, max_examples: int = 100, ingress: str = "p
         if not model.check():
             raise RuntimeError(f"no champion of quanyu-{family} in {runtime.tracking_uri}: run quanyu retrain "
                                f"first ({model.last_error})")
-    key, port = "fuzz-key", _port()
+    key, port = "fuzz-key", free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({"QUANYU_HOME": str(out / "home"), "MLFLOW_TRACKING_URI": runtime.tracking_uri,
                 "QUANYU_API_KEYS": key, "QUANYU_ADMIN_KEYS": "fuzz-admin-key",

@@ -23,8 +23,8 @@ from pathlib import Path
 import requests
 from mlflow import MlflowClient
 
-from benchmarks.serving import BIN, REPO, _port
-from jobs.processes import start_server, stop_server
+from benchmarks.serving import BIN, REPO
+from jobs.processes import free_port, start_server, stop_server
 from jobs.runtime import Runtime
 from models.registry import set_alias
 from serving.families import FAMILIES, FamilyModel, wait_until
@@ -57,7 +57,7 @@ def main(runtime: Runtime, out: Path, seconds: float = 60.0, concurrency: int = 
             raise RuntimeError(f"no champion of quanyu-{family} in {uri}: run `quanyu retrain` first ({model.last_error})")
     champions = {f: m.current.version for f, m in models.items()}
 
-    port = _port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     auth = "Bearer bench-key"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

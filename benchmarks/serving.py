@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,11 @@ import requests
 
 from jobs.runtime import Runtime
 from serving import handlers
-from jobs.processes import start_server, stop_server
+from jobs.processes import free_port, start_server, stop_server
 from serving.families import FamilyModel, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _load(url: str, body: dict, concurrency: int, seconds: float, auth: str | None) -> dict:
@@ -102,7 +95,7 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
     auth = "Bearer bench-key"
 
     def serve_target(name: str, extra_env: dict, extra_args: tuple[str, ...] = ()) -> None:
-        port = _port()
+        port = free_port()
         env = {**base_env, **extra_env}
         home = out / name
         home.mkdir(exist_ok=True)
@@ -130,7 +123,7 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
     serve_target("ray-serve-throughput-optimized", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
     serve_target("ray-serve-haproxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, ("--ingress", "haproxy"))
 
-    port = _port()
+    port = free_port()
     process = start_server([sys.executable, "-m", "uvicorn", "benchmarks.peers.bare_fastapi:app", "--host", "127.0.0.1",
                       "--port", str(port), "--log-level", "warning"], base_env, f"http://127.0.0.1:{port}/docs",
                      out / "bare-fastapi.log", cwd=REPO)
@@ -143,7 +136,7 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
         stop_server(process)
 
     for endpoint, family in (("forecast", "demand"), ("recommend", "matching")):
-        port = _port()
+        port = free_port()
         version = models[family].current.version
         process = start_server([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/quanyu-{family}/{version}",
                           "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], base_env,

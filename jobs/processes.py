@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
 import requests
 
 from serving.families import wait_until
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server about to start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_server(command: list[str], env: dict, ready_url: str, log: Path, timeout: float = 300,

@@ -36,11 +36,6 @@ class Loaded:
     run_id: str | None = None
 
 
-def predictor_of(family: str, pyfunc) -> Any:
-    """The family's predictor object inside a loaded pyfunc (forecaster, recommender, …)."""
-    return REGISTRY[family].predictor(pyfunc)
-
-
 def smoke_test(family: str, predictor) -> None:
     """One real request against a freshly loaded predictor. Raises when it cannot answer."""
     if family not in REGISTRY:
