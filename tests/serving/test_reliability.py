@@ -385,6 +385,9 @@ def test_reload_checks_back_off_while_the_store_is_down_and_recover_after(server
     _, uri, _ = server
     url, _ = mlflow_on_postgres
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # each check fails at once, the poller paces them
+    # a server worker whose database went away mid-request can hang until the client gives up
+    # (120 s by default; seen once in a full run): the checks must not wait for that
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     remote = MlflowClient(url)
     remote.create_experiment("quanyu-location")
     remote.create_registered_model("quanyu-location")
@@ -410,6 +413,9 @@ def test_reload_checks_back_off_while_the_store_is_down_and_recover_after(server
         assert model.last_error and model.last_error.startswith("cannot read") and model.store_down
         assert model.current.version == version  # still serving what it had
         failing = len(spans)
+    except BaseException:
+        poller.stop()
+        raise
     finally:
         postgres.start()
     waits = [round(b[0] - a[1], 2) for a, b in zip(spans, spans[1:failing])]
