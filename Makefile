@@ -19,9 +19,6 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed
-	$(BIN)/quanyu demo
-
 # the planner's browser tests drive Debian's Chromium (never a browser a test tool downloads)
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
@@ -41,12 +38,16 @@ postgresql-server:
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq postgresql >/dev/null
 endif
 
-# `quanyu serve --ingress haproxy` puts Debian's HAProxy in front of the ingress replicas
+# `quanyu serve` puts Debian's HAProxy on its port, forwarding to the replica of each request's family
 HAPROXY := /usr/sbin/haproxy
 $(HAPROXY):
-	@command -v apt-get >/dev/null || { echo "the HAProxy ingress test needs $(HAPROXY) (Debian: apt-get install haproxy)"; exit 1; }
+	@command -v apt-get >/dev/null || { echo "quanyu serve and its tests need $(HAPROXY) (Debian: apt-get install haproxy)"; exit 1; }
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq haproxy >/dev/null
+
+# the demo serves behind HAProxy, as `quanyu serve` does by default
+demo: $(VENV)/.installed $(HAPROXY)
+	$(BIN)/quanyu demo
 
 test: $(VENV)/.installed-dev $(CHROMIUM) $(POSTGRES) $(HAPROXY)
 	$(BIN)/python -m pytest --durations=25

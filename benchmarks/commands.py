@@ -129,7 +129,7 @@ def bench_serving(ctx, out, seconds) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Work folder [default: $QUANYU_HOME/bench/fuzz].")
 @click.option("--max-examples", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="Cases per operation and phase (schemathesis -n).")
-@click.option("--ingress", type=click.Choice(["proxy", "haproxy"]), default="proxy", show_default=True)
+@click.option("--ingress", type=click.Choice(["auto", "haproxy", "proxy"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.pass_context
 def bench_fuzz(ctx, out, max_examples, ingress, seed) -> None:

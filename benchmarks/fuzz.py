@@ -1,7 +1,7 @@
 """`quanyu bench fuzz`: the long property-based run of the whole API (issue 19's bar), too long for
 `make test`, which runs a bounded version (tests/serving/test_reliability.py).
 
-Against a `quanyu serve` started on this home's champions (proxy or HAProxy ingress), schemathesis
+Against a `quanyu serve` started on this home's champions (its default ingress, or the one named), schemathesis
 runs every phase — examples, coverage (boundary values of every parameter and rule), fuzzing, and
 stateful sequences built from the schema's links — in `--mode all` (valid requests and requests
 that break one value, type or documented rule) with every check it has: no 5xx, statuses,
@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 PHASES = "examples,coverage,fuzzing,stateful"
 
 
-def main(runtime: Runtime, out: Path, max_examples: int = 100, ingress: str = "proxy", seed: int = 1,
+def main(runtime: Runtime, out: Path, max_examples: int = 100, ingress: str = "auto", seed: int = 1,
          say=print) -> dict:
     """Serve this home's champions, fuzz them, stop; returns (and writes to out/fuzz.json) the summary."""
     out.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,8 @@
 For `/v1/demand/forecast` (one store, 5 SKUs, 28 days) and `/v1/matching/recommend` (one member,
 k = 10, online), at concurrency 1 and 16, each for a fixed number of seconds with the closed-loop
 load generator (benchmarks/loadgen.py, its own process, loopback only):
-- **Quanyu on Ray Serve** as `quanyu serve` runs it (ingress deployment → family deployment);
-- the same with Serve's throughput-optimised mode (`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, what
-  configs/serve.yaml sets), and with HAProxy as the ingress (`quanyu serve --ingress haproxy`);
+- **Quanyu** as `quanyu serve` runs it by default: HAProxy straight to a replica of the family's
+  application (one hop), and with `--ingress proxy` (Serve's proxy, then a handle call);
 - **a bare FastAPI + uvicorn app** around the same predictors and handlers (no Ray);
 - **`mlflow models serve`** of the same registered versions, on its `/invocations` path with the
   equivalent rows;
@@ -118,10 +117,8 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
         finally:
             stop_server(process, leader_first=True)
 
-    # configs/serve.yaml already runs Serve throughput-optimised; the first target turns it off
-    serve_target("ray-serve", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"})
-    serve_target("ray-serve-throughput-optimized", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"})
-    serve_target("ray-serve-haproxy", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, ("--ingress", "haproxy"))
+    serve_target("quanyu", {})  # `quanyu serve` as it comes: the ingress it picks, configs/serve.yaml's settings
+    serve_target("quanyu-proxy", {}, ("--ingress", "proxy"))
 
     port = free_port()
     process = start_server([sys.executable, "-m", "uvicorn", "benchmarks.peers.bare_fastapi:app", "--host", "127.0.0.1",
@@ -148,5 +145,31 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
         finally:
             stop_server(process)
 
+    report["bars"] = bars(report["results"])
+    for line in report["bars"]:
+        print(json.dumps(line), flush=True)
     (out / "serving.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def bars(results: list[dict]) -> list[dict]:
+    """Issue 23's bars for the default `quanyu serve`, per endpoint: at concurrency 1 its p50
+    against the bare app's (≤ 1.5×) and mlflow models serve's (< 1×); at 16 its requests/s against
+    the bare app's (≥ 0.9×) and mlflow's (≥ 1.5×)."""
+    at = {(r["target"], r["endpoint"], r["concurrency"]): r for r in results if "error" not in r}
+    out = []
+    for endpoint in sorted({r["endpoint"] for r in results}):
+        def ratio(key: str, target: str, concurrency: int) -> float | None:
+            ours, peer = at.get(("quanyu", endpoint, concurrency)), at.get((target, endpoint, concurrency))
+            return round(ours[key] / peer[key], 2) if ours and peer and peer[key] else None
+
+        row = {"endpoint": endpoint,
+               "p50_c1_vs_bare": ratio("p50_ms", "bare-fastapi", 1),
+               "p50_c1_vs_mlflow": ratio("p50_ms", "mlflow-models-serve", 1),
+               "rps_c16_vs_bare": ratio("rps", "bare-fastapi", 16),
+               "rps_c16_vs_mlflow": ratio("rps", "mlflow-models-serve", 16)}
+        checks = [(row["p50_c1_vs_bare"], lambda v: v <= 1.5), (row["p50_c1_vs_mlflow"], lambda v: v < 1.0),
+                  (row["rps_c16_vs_bare"], lambda v: v >= 0.9), (row["rps_c16_vs_mlflow"], lambda v: v >= 1.5)]
+        row["meets_bars"] = all(v is not None and ok(v) for v, ok in checks)
+        out.append(row)
+    return out

@@ -1,21 +1,26 @@
-"""`quanyu serve`: run the Serve application in the foreground, or detached in the background,
+"""`quanyu serve`: run the Serve applications in the foreground, or detached in the background,
 and stop it.
 
-Foreground: a local Ray (or the cluster at RAY_ADDRESS), Serve's HTTP proxy on host:port, the
-application built by `serving.app.build`; Ctrl-C or SIGTERM shuts it down. `--detach` starts that
-same foreground server as a background process (its log in QUANYU_HOME/serve.log, its pid and URL
-in QUANYU_HOME/serve.json) and returns once every family answers; `quanyu serve stop` signals it.
+Foreground: a local Ray (or the cluster at RAY_ADDRESS), an ingress on host:port, and the
+applications of `serving.app.applications` (one per family at /v1/<family>, the root at /);
+Ctrl-C or SIGTERM shuts it down. `--detach` starts that same foreground server as a background
+process (its log in QUANYU_HOME/serve.log, its pid and URL in QUANYU_HOME/serve.json) and returns
+once every family answers; `quanyu serve stop` signals it.
 
-Ingress: `proxy` (default) is Serve's HTTP proxy actor in front of the ingress deployment;
-`haproxy` puts HAProxy (Debian's `haproxy` binary) on host:port instead, forwarding straight to
-the ingress replicas' own HTTP servers (Serve's direct ingress): one Python hop fewer, about 10 ms
-less per request on a 2-core machine (BENCHMARKS.md). Its files live in a short temporary folder
-(HAProxy limits socket paths to 97 characters) that QUANYU_HOME/haproxy links to while it runs.
+Ingress (`--ingress`): `haproxy` puts HAProxy (Debian's `haproxy` binary) on host:port, forwarding
+each request straight to the HTTP server of a replica of the application whose prefix it matches
+(Serve's direct ingress): one hop from the port to the model. It retries a request whose replica
+died before answering, or answered 503 for want of a model, on another replica (RETRY_ON). `proxy`
+is Serve's HTTP proxy actor, which reaches the replica through a handle call (a second hop, and no
+retries). `auto`, the default, is HAProxy when the binary is there (the Makefile's set-up installs
+it), else the proxy with a note saying how to get the fast path. HAProxy's files live in a short
+temporary folder (it limits socket paths to 97 characters) that QUANYU_HOME/haproxy links to while
+it runs.
 
 Keys: QUANYU_API_KEYS (and QUANYU_ADMIN_KEYS) when set; otherwise one key of each is created in
 QUANYU_HOME/api_key and QUANYU_HOME/admin_key (mode 0600) and reused on the next start. They are
 taken out of the environment before Ray starts (a detached server gets operator-given keys through
-a 0600 file it deletes), so no Ray process holds them; the application gets their digests.
+a 0600 file it deletes), so no Ray process holds them; the applications get their digests.
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ class Keys:
     created_admin: str | None = None
 
     def digests(self) -> dict[str, list[str]]:
-        from serving.app import key_digest
+        from serving.http import key_digest
 
         return {"key_digests": [key_digest(k) for k in self.api], "admin_digests": [key_digest(k) for k in self.admin]}
 
@@ -165,47 +170,79 @@ def wait_ready(url: str, key: str, timeout: float | None = None, say=print,
 
 
 def serve_config(path: Path | None = None) -> dict:
-    """The application entry of configs/serve.yaml (what `serve deploy` would apply): its
-    deployments' options and runtime env, so that `quanyu serve` runs the same settings."""
+    """What configs/serve.yaml's applications (what `serve deploy` would apply) set, so that
+    `quanyu serve` runs the same: `deployments` (options by deployment name, over every
+    application) and `env_vars` (their runtime environments' variables)."""
     import yaml
 
     path = path or Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
     if not path.exists():
-        return {}
-    apps = yaml.safe_load(path.read_text()).get("applications", [])
-    return next((a for a in apps if a.get("import_path") == "serving.app:build"), {})
+        return {"deployments": {}, "env_vars": {}}
+    apps = [a for a in yaml.safe_load(path.read_text()).get("applications", [])
+            if str(a.get("import_path", "")).startswith("serving.app:")]
+    return {"deployments": {d["name"]: {k: v for k, v in d.items() if k != "name"}
+                            for a in apps for d in a.get("deployments", [])},
+            "env_vars": {k: str(v) for a in apps for k, v in a.get("runtime_env", {}).get("env_vars", {}).items()}}
 
 
-INGRESSES = ("proxy", "haproxy")
+INGRESSES = ("auto", "haproxy", "proxy")
+# what HAProxy sends to another replica: a connection refused (the replica is gone), a connection
+# closed without an answer (it died while answering) and a 503 (it holds no model yet). Every Quanyu
+# route reads a loaded model, so a request answered twice changes nothing. Serve's default is
+# conn-failure alone, which lets a killed replica fail the requests it was answering.
+RETRY_ON = "conn-failure empty-response 503"
+RETRIES = 3
+# a Ray of its own on this machine: no load balancer in front has to notice a replica or proxy going
+# away, so stopping (or deleting an application) need not wait out Serve's 30 s draining minimum
+LOCAL_DRAINING = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2", "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": "2"}
+HAPROXY_WRAPPER = Path(__file__).resolve().parents[1] / "serving" / "bin" / "haproxy"
+
+
+def resolve_ingress(ingress: str, runtime: Runtime) -> tuple[str, str | None]:
+    """The ingress `auto` stands for here, and a note when it is not the fast one."""
+    if ingress != "auto":
+        return ingress, None
+    if runtime.ray_address:
+        on = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+        return ("haproxy", None) if on else ("proxy", (
+            "serving through Serve's proxy (two hops): set RAY_SERVE_ENABLE_HA_PROXY=1 on the cluster's nodes for "
+            "HAProxy's one hop (docs/serving.md)"))
+    if os.environ.get("QUANYU_HAPROXY_BINARY") or shutil.which("haproxy"):
+        return "haproxy", None
+    return "proxy", ("no haproxy binary: serving through Serve's proxy, a few ms slower per request; install "
+                     "Debian's haproxy (apt-get install haproxy, as `make test` does) for the one-hop ingress")
 
 
 def _haproxy_binary(runtime: Runtime) -> str:
     if runtime.ray_address:
         raise RuntimeError("--ingress haproxy configures the Ray that quanyu serve starts; on a cluster set "
                            "RAY_SERVE_ENABLE_HA_PROXY=1 in the nodes' environment instead (docs/serving.md)")
-    binary = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or shutil.which("haproxy")
+    binary = os.environ.get("QUANYU_HAPROXY_BINARY") or shutil.which("haproxy")
     if not binary:
         raise RuntimeError("--ingress haproxy needs the haproxy binary: install Debian's package "
-                           "(apt-get install haproxy) or set RAY_SERVE_HAPROXY_BINARY_PATH")
+                           "(apt-get install haproxy) or set QUANYU_HAPROXY_BINARY to its path")
     return binary
 
 
-def haproxy_env(runtime: Runtime) -> dict[str, str]:
-    """The environment that makes Serve run HAProxy as the ingress, with its config, sockets and
-    state under QUANYU_HOME/haproxy (Serve's default, /tmp/haproxy-serve, would be shared by every
-    server on the machine) and its metrics on a free port. Raises RuntimeError, saying what to
-    do, when the binary is missing or Ray is not ours to configure."""
-    binary = _haproxy_binary(runtime)
+def haproxy_env(home: Path, binary: str) -> dict[str, str]:
+    """The environment that makes Serve run HAProxy (`binary`) as the ingress, retrying as
+    RETRY_ON says, with its config, sockets and state under `home`/haproxy (Serve's default,
+    /tmp/haproxy-serve, would be shared by every server on the machine) and its metrics on a free
+    port. Ray's processes must start with it: Serve's controller reads it."""
     # HAProxy refuses socket paths over 97 characters and Serve adds a 56-character folder, so the
     # files go to a short temporary folder; QUANYU_HOME/haproxy links to it while the server runs
     folder = Path(tempfile.mkdtemp(prefix="qyhap-"))
-    link = runtime.home / "haproxy"
-    runtime.home.mkdir(parents=True, exist_ok=True)
+    link = home / "haproxy"
+    home.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():
-        _remove_haproxy_files(runtime.home)
+        _remove_haproxy_files(home)
     link.symlink_to(folder, target_is_directory=True)
     metrics_port, stats_port = _free_port(), _free_port()
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
+    # Serve runs HAProxy through serving/bin/haproxy, which adds the one line its config template
+    # lacks for retries of requests with a body (`option http-buffer-request`)
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER),
+            "QUANYU_HAPROXY_BINARY": binary,
+            "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON, "RAY_SERVE_HAPROXY_RETRIES": str(RETRIES),
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
@@ -251,33 +288,33 @@ def _processes_mentioning(*words: str) -> list[int]:
 
 
 def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: float, say=print,
-               ingress: str = "proxy") -> None:
+               ingress: str = "auto") -> None:
     from ray import serve
 
-    from serving.app import build
+    from serving import app as applications
 
+    ingress, note = resolve_ingress(ingress, runtime)
+    if note:
+        say(note)
     keys = take_keys(runtime.home)  # before Ray starts: its processes never see them
     user = keys.created_api
-    app = serve_config()
-    # the application's environment (RAY_SERVE_THROUGHPUT_OPTIMIZED, …) before Ray starts: its
+    config = serve_config()
+    # the applications' environment (RAY_SERVE_THROUGHPUT_OPTIMIZED, …) before Ray starts: its
     # processes inherit it. A variable already set in the operator's environment wins.
-    for name, value in app.get("runtime_env", {}).get("env_vars", {}).items():
-        os.environ.setdefault(name, str(value))
+    for name, value in config["env_vars"].items():
+        os.environ.setdefault(name, value)
     if ingress == "haproxy":
-        os.environ.update(haproxy_env(runtime))
+        os.environ.update(haproxy_env(runtime.home, _haproxy_binary(runtime)))
     # Serve's proxy refuses request heads over 16 KB with 431 (serving/http_limits.py); HAProxy
     # refuses heads larger than its buffer itself
     os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     if not runtime.ray_address:
-        # a Ray of its own on this machine: no load balancer in front has to notice the ingress
-        # going away, so `quanyu serve stop` need not wait out Serve's 30 s draining minimum
-        for name in ("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S"):
-            os.environ.setdefault(name, "2")
+        for name, value in LOCAL_DRAINING.items():
+            os.environ.setdefault(name, value)
     ensure_ray(runtime)
     serve.start(http_options={"host": host, "port": port})
-    deployments = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments", [])}
-    serve.run(build({"tracking_uri": runtime.tracking_uri, "alias": alias, "poll_seconds": poll_seconds,
-                     "deployments": deployments, **keys.digests()}), name="quanyu", route_prefix="/", blocking=False)
+    applications.run({"tracking_uri": runtime.tracking_uri, "alias": alias, "poll_seconds": poll_seconds,
+                      "deployments": config["deployments"], **keys.digests()})
     url = f"http://{host}:{port}"
     key = keys.api[0]
     stopping = {"now": False}
@@ -311,8 +348,11 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
 
 
 def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: float, say=print,
-           ingress: str = "proxy") -> dict:
+           ingress: str = "auto") -> dict:
     """Start the foreground server as a background process and wait until every family answers."""
+    ingress, note = resolve_ingress(ingress, runtime)
+    if note:
+        say(note)
     if ingress == "haproxy":
         _haproxy_binary(runtime)  # refuse now, with the reason, rather than in the background
     state = runtime.home / "serve.json"

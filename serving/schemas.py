@@ -295,21 +295,3 @@ def invocations_body(family: str) -> dict:
                 "type": "object", "properties": {**invocation_shapes(family), "params": {"type": "object"}},
                 "additionalProperties": False, "oneOf": [{"required": [f]} for f in INVOCATION_FORMATS]}}}}
 
-
-def split_invocations(document: dict, families) -> dict:
-    """The OpenAPI document with its one `/v1/{family}/invocations` operation (one route serves
-    every family) written as one operation per family, each with the family's row schema."""
-    paths = document["paths"]
-    generic = paths.pop("/v1/{family}/invocations", None)
-    if generic is None:
-        return document
-    for family in families:
-        operation = {**generic["post"], "operationId": f"invocations_{family}", "summary": f"{family.title()} Invocations",
-                     "parameters": [p for p in generic["post"].get("parameters", []) if p.get("name") != "family"],
-                     "requestBody": invocations_body(family)}
-        if not operation["parameters"]:
-            operation.pop("parameters")
-        paths[f"/v1/{family}/invocations"] = {"post": operation}
-    return document
-
-

@@ -20,11 +20,28 @@ TINY_SEED = 7
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def serve_ingress(tmp_path_factory):
+    """The environment `quanyu serve` gives its own local Ray by default, for the session's Ray:
+    HAProxy as Serve's ingress (serving/app.py), its files in a folder of its own (removed at the
+    end), and Serve's short draining."""
+    from jobs.serve import LOCAL_DRAINING, _remove_haproxy_files, haproxy_env
+
+    home = tmp_path_factory.mktemp("serve-home")
+    yield {**haproxy_env(home, shutil.which("haproxy") or "/usr/sbin/haproxy"), **LOCAL_DRAINING}
+    _remove_haproxy_files(home)
+
+
+@pytest.fixture(scope="session")
+def ray_session(serve_ingress):
+    """The session's local Ray. Its processes start with `serve_ingress`, which is taken back from
+    this process once Ray runs: the servers the tests start as subprocesses make their own."""
     import ray
 
     if not ray.is_initialized():
-        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in serve_ingress.items():
+                patch.setenv(name, value)
+            start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

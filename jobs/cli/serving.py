@@ -16,9 +16,10 @@ from jobs.cli.common import cli, runtime_of
 @click.option("--poll-seconds", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="How often each family checks its alias.")
 @click.option("--detach", is_flag=True, help="Run in the background; return once every family answers.")
-@click.option("--ingress", type=click.Choice(["proxy", "haproxy"]), default="proxy", show_default=True,
-              help="What listens on host:port: Serve's proxy actor, or HAProxy forwarding straight to the "
-                   "ingress replicas (needs the haproxy binary; about 10 ms faster per request).")
+@click.option("--ingress", type=click.Choice(["auto", "haproxy", "proxy"]), default="auto", show_default=True,
+              help="What listens on host:port: HAProxy, forwarding each request straight to a replica of its "
+                   "family (one hop; needs the haproxy binary), or Serve's proxy actor (a handle call more). "
+                   "auto: HAProxy when installed.")
 @click.pass_context
 def serve_cmd(ctx, host, port, alias, poll_seconds, detach, ingress) -> None:
     """Serve the champions over HTTP (Ray Serve). `quanyu serve stop` stops a detached server."""

@@ -69,18 +69,30 @@ def test_cluster_up_refuses_a_cloud_config_with_a_pointer(tmp_path):
 
 
 def test_the_deployment_configs_name_what_the_application_deploys():
-    """serve.yaml and the RayService deploy serving.app:build with the deployments it binds; the
-    RayCronJob runs quanyu retrain on a cluster it deletes when the job ends."""
-    from serving.app import Family, Ingress
-    from serving.families import FAMILIES
+    """serve.yaml and the RayService deploy what `quanyu serve` deploys (serving.app.applications:
+    each family's application at its prefix, the root at /) with the deployments those bind, and
+    the RayService runs HAProxy with Quanyu's retries; the RayCronJob runs quanyu retrain on a
+    cluster it deletes when the job ends."""
+    from jobs.serve import RETRY_ON
+    from serving.app import applications
 
-    names = {Ingress.name, *(f"{Family.name}-{f}" for f in FAMILIES)}
+    expected = {name: (prefix, application._bound_deployment.name)
+                for name, prefix, application in applications({"tracking_uri": "sqlite:///x.db", "key_digests": ["k"]})}
     serve_yaml = yaml.safe_load((CONFIGS / "serve.yaml").read_text())
     service = yaml.safe_load((CONFIGS / "kuberay" / "serve-rayservice.yaml").read_text())
     for config in (serve_yaml, yaml.safe_load(service["spec"]["serveConfigV2"])):
-        app = config["applications"][0]
-        assert app["import_path"] == "serving.app:build"
-        assert {d["name"] for d in app["deployments"]} == names
+        deployed = {a["name"]: (a["route_prefix"], *[d["name"] for d in a["deployments"]])
+                    for a in config["applications"]}
+        assert deployed == expected
+        for a in config["applications"]:
+            family = a["args"].get("family")
+            assert a["import_path"] == ("serving.app:build_family" if family else "serving.app:build")
+            assert family is None or a["name"] == f"quanyu-{family}"
+    for group in (service["spec"]["rayClusterConfig"]["headGroupSpec"],
+                  *service["spec"]["rayClusterConfig"]["workerGroupSpecs"]):
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_HAPROXY_RETRY_ON"] == RETRY_ON
+        assert env["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("/serving/bin/haproxy") and env["QUANYU_HAPROXY_BINARY"]
     cron = yaml.safe_load((CONFIGS / "kuberay" / "retrain-raycronjob.yaml").read_text())
     job = cron["spec"]["jobTemplate"]["spec"]
     assert cron["kind"] == "RayCronJob" and job["entrypoint"].startswith("quanyu retrain")

@@ -46,7 +46,7 @@ def registry(tiny_lake, ray_session, tmp_path_factory):
 def server(registry):
     from ray import serve
 
-    from serving.app import build
+    from serving import app
 
     uri, runs = registry
     port = free_port()
@@ -55,11 +55,10 @@ def server(registry):
         patch.setenv("QUANYU_ADMIN_KEYS", ADMIN)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         # three location replicas (test_reliability kills one and deletes the champion's files under
-        # load), a twelfth of a CPU each: the app must still fit in one of the session's two CPUs
-        # beside the planner's second app (a quarter each for the ingress and the other families)
+        # load), a twelfth of a CPU each: the apps must still fit in one of the session's two CPUs
+        # beside the planner's second set (a quarter each for the root and the other families)
         three = {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.08}}
-        app = build({"tracking_uri": uri, "poll_seconds": 0.5, "deployments": {"Family-location": three}})
-        serve.run(app, name="quanyu", route_prefix="/", blocking=False)
+        app.run({"tracking_uri": uri, "poll_seconds": 0.5, "deployments": {"Family-location": three}})
     base = f"http://127.0.0.1:{port}"
 
     last: list = []
@@ -75,7 +74,7 @@ def server(registry):
 
     assert wait_until(ready, 180, 1.0), f"the Serve app did not come up: {last}"
     yield base, uri, runs
-    serve.delete("quanyu")
+    app.delete()
     serve.shutdown()
 
 

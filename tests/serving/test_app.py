@@ -4,8 +4,10 @@ to load while the old one keeps serving."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -13,11 +15,15 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from jobs.serve import RETRY_ON
 from models.registry import set_alias
 from serving.families import wait_until
 from tests.serving.conftest import ADMIN, KEY
 from tests.conftest import listening_addresses
 from tests.serving.conftest import free_port as _free_port
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def post(base: str, path: str, body, key: str | None = KEY, **kwargs) -> requests.Response:
@@ -93,6 +99,42 @@ def _a_series(uri):
     model = mlflow.pyfunc.load_model("models:/quanyu-demand@champion")
     series = model.unwrap_python_model().forecaster.panel_.series
     return model, series["store_id"].iat[0], series[series["store_id"] == series["store_id"].iat[0]]["sku_id"].head(3).tolist()
+
+
+def _haproxy_routes(config: str) -> dict[str, list[str]]:
+    """HAProxy's routing as Serve wrote it: path prefix → the servers of the backend it uses
+    (backups, Serve's fallback proxy, marked with a leading '~')."""
+    acl = dict(re.findall(r"acl is_(\S+) path_beg (\S+)", config))
+    used = re.findall(r"use_backend (\S+) if is_(\S+)$", config, re.M)
+    servers: dict[str, list[str]] = {}
+    for block in re.split(r"^backend ", config, flags=re.M)[1:]:
+        name, _, body = block.partition("\n")
+        servers[name.strip()] = [("~" if " backup" in line else "") + line.split()[1]
+                                 for line in body.splitlines() if line.strip().startswith("server ")]
+    return {acl[condition]: servers[backend] for backend, condition in used}
+
+
+def test_each_family_is_one_hop_from_the_port(server, serve_ingress):
+    """HAProxy sends /v1/<family>/… straight to the replicas of that family's application (each
+    answers HTTP itself), everything else to the root's; Serve's proxy is only a backup."""
+    base, _, _ = server
+    # Serve writes it in a folder per node beside the path it is given
+    given = Path(serve_ingress["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"])
+    config = next(given.parent.glob(f"*/{given.name}")).read_text()
+    assert f"retry-on {RETRY_ON}" in config and "option redispatch" in config
+    assert "option http-buffer-request" in config  # serving/bin/haproxy's line: POSTs can be retried
+    routes = _haproxy_routes(config)
+    for family, replicas in (("demand", 1), ("matching", 1), ("location", 3)):
+        servers = routes[f"/v1/{family}/"]
+        primary = [s for s in servers if not s.startswith("~")]
+        assert len(primary) == replicas and all(s.startswith(f"SERVE_REPLICA_quanyu-{family}-Family-{family}")
+                                                for s in primary), servers
+        assert all(s.startswith("~SERVE_PROXY_ACTOR") for s in servers if s.startswith("~")), servers
+    assert all(s.startswith(("SERVE_REPLICA_quanyu-Root", "~")) for s in routes["/"]), routes["/"]
+    # and the answers come from there: a family's route, the root's, an unknown family's
+    assert requests.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
+    unknown = requests.post(f"{base}/v1/stock/invocations", json={"instances": [{}]}, headers=AUTH, timeout=10)
+    assert unknown.status_code == 404 and "unknown family 'stock'; one of demand, matching, location" in unknown.text
 
 
 def test_demand_forecast_and_its_errors(server):
@@ -463,7 +505,7 @@ def test_the_haproxy_ingress_without_haproxy_says_how_to_get_it(tmp_path):
     import sys
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_SERVE_HAPROXY_BINARY_PATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "QUANYU_HAPROXY_BINARY")}
     env.update(QUANYU_HOME=str(tmp_path), PATH=str(Path(sys.executable).parent))  # no /usr/sbin: no haproxy
     quanyu = str(Path(sys.executable).parent / "quanyu")
     for detach in ([], ["--detach"]):
@@ -475,19 +517,38 @@ def test_the_haproxy_ingress_without_haproxy_says_how_to_get_it(tmp_path):
     assert not (tmp_path / "serve.json").exists()
 
 
+def test_the_default_ingress_is_haproxy_where_installed_else_the_proxy_with_a_note(monkeypatch):
+    from types import SimpleNamespace
+
+    from jobs.serve import resolve_ingress
+
+    local, cluster = SimpleNamespace(ray_address=None), SimpleNamespace(ray_address="10.0.0.1:6379")
+    monkeypatch.delenv("QUANYU_HAPROXY_BINARY", raising=False)
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    assert resolve_ingress("auto", local) == ("haproxy", None)  # make test installs it
+    assert resolve_ingress("proxy", local) == ("proxy", None)
+    monkeypatch.setenv("PATH", "/nowhere")
+    ingress, note = resolve_ingress("auto", local)
+    assert ingress == "proxy" and "apt-get install haproxy" in note
+    ingress, note = resolve_ingress("auto", cluster)
+    assert ingress == "proxy" and "RAY_SERVE_ENABLE_HA_PROXY=1" in note
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    assert resolve_ingress("auto", cluster) == ("haproxy", None)
+
+
 def test_quanyu_serve_applies_the_deployment_options_of_serve_yaml():
     from jobs.serve import serve_config
     from serving.app import _deployment_options
 
-    app = serve_config()
-    options = _deployment_options({d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app["deployments"]})
+    config = serve_config()
+    options = _deployment_options(config["deployments"])
     assert options["Family-demand"]["autoscaling_config"]["max_replicas"] >= 1
-    assert options["Ingress"]["max_ongoing_requests"] == 64
-    assert app["runtime_env"]["env_vars"]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert options["Root"]["max_ongoing_requests"] == 64
+    assert config["env_vars"]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     with pytest.raises(ValueError, match="no deployment named 'Family-stock'"):
         _deployment_options({"Family-stock": {}})
     with pytest.raises(ValueError, match="does not apply: max_replicas"):
-        _deployment_options({"Ingress": {"max_replicas": 3}})
+        _deployment_options({"Root": {"max_replicas": 3}})
 
 
 def _exported(port: int) -> dict[tuple[str, str, str], float]:

@@ -229,16 +229,14 @@ def test_readable_on_a_phone(browser, server):
 def test_a_server_still_loading_says_so_and_the_page_carries_on_when_it_is_ready(browser, server):
     """A second app whose families follow an alias that does not exist yet: the page says the
     server is still loading and retries by itself; once the alias exists, the picks arrive."""
-    from ray import serve
-
-    from serving.app import build
+    from serving import app
 
     base, uri, _ = server
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("QUANYU_API_KEYS", KEY)
         patch.setenv("QUANYU_ADMIN_KEYS", ADMIN)
-        serve.run(build({"tracking_uri": uri, "alias": "planner-e2e", "poll_seconds": 60}), name="planner-loading",
-                  route_prefix="/loading", blocking=False)
+        app.run({"tracking_uri": uri, "alias": "planner-e2e", "poll_seconds": 60}, name="planner-loading",
+                prefix="/loading")
     client = MlflowClient(uri)
     waiting = None
     try:
@@ -271,5 +269,5 @@ def test_a_server_still_loading_says_so_and_the_page_carries_on_when_it_is_ready
     finally:
         if waiting is not None:
             waiting.close()
-        serve.delete("planner-loading")
+        app.delete("planner-loading")
         client.delete_registered_model_alias("quanyu-location", "planner-e2e")

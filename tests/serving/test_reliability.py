@@ -274,13 +274,13 @@ def _running(deployment: str) -> int:
     """Replicas of the deployment that Serve routes to (started, model loaded)."""
     from ray import serve
 
-    states = serve.status().applications["quanyu"].deployments[deployment].replica_states
+    states = serve.status().applications[f"quanyu-{deployment.removeprefix('Family-')}"].deployments[deployment].replica_states
     return states.get("RUNNING", 0)
 
 
 def test_a_replica_killed_while_requests_flow_costs_no_request(server):
-    """Family-location runs 3 replicas here (conftest): one is killed mid-load; the ingress sends
-    the requests it had in flight again, Serve starts a replacement."""
+    """Family-location runs 3 replicas here (conftest): one is killed mid-load; HAProxy sends the
+    requests it had in flight to another replica, Serve starts a replacement."""
     import ray
 
     base, _, _ = server
@@ -305,8 +305,8 @@ def test_a_replica_killed_while_requests_flow_costs_no_request(server):
 def test_champion_artifacts_deleted_then_a_replica_killed_under_load(server):
     """The champion's files vanish from the artifact store while three replicas serve it from
     memory: /v1/models says so. Then a replica is killed: its replacement cannot load the champion,
-    fails Serve's health check instead of answering 503 as a healthy replica, and the ingress asks
-    another replica meanwhile. At most 1 % of requests may fail (the bar of issue 19)."""
+    fails Serve's health check instead of answering 503 as a healthy replica, and HAProxy sends its
+    503s to another replica meanwhile. At most 1 % of requests may fail (the bar of issue 19)."""
     import ray
 
     base, uri, _ = server
@@ -341,7 +341,7 @@ def test_champion_artifacts_deleted_then_a_replica_killed_under_load(server):
 def serve_states() -> dict:
     from ray import serve
 
-    return serve.status().applications["quanyu"].deployments["Family-location"].replica_states
+    return serve.status().applications["quanyu-location"].deployments["Family-location"].replica_states
 
 
 def test_a_locked_tracking_store_leaves_serving_answering(server):
