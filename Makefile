@@ -73,6 +73,9 @@ bench: $(VENV)/.installed-dev .venv-peers/bin/python $(CHAIN_LAKE)/curated/store
 	$(BIN)/quanyu bench location --lake $(CHAIN_LAKE)
 	$(BIN)/quanyu bench retrain --lake $(QUANYU_HOME)/bench/small/lake
 	$(BIN)/quanyu bench cli
+	# serving, on the champions of the small lake's daily retrain (a registry of their own)
+	QUANYU_HOME=$(QUANYU_HOME)/bench/small-serving $(BIN)/quanyu retrain --lake $(QUANYU_HOME)/bench/small/lake
+	QUANYU_HOME=$(QUANYU_HOME)/bench/small-serving $(BIN)/quanyu bench serving --seconds 8
 
 clean:
 	rm -rf $(VENV) .venv-peers .quanyu .pytest_cache .hypothesis
