@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from jobs.cli.common import lake_option, runtime_of
+from jobs.cli.common import lake_option, refusing, runtime_of
 from jobs.runtime import ensure_ray
 
 
@@ -25,10 +25,8 @@ def bench_cli(ctx, repeats, out) -> None:
     from benchmarks import cli as cli_bench
 
     runtime = runtime_of(ctx, None)
-    try:
+    with refusing(RuntimeError):
         cli_bench.main(runtime, Path(out) if out else runtime.home / "bench", repeats)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @bench.command("lake")
@@ -119,10 +117,8 @@ def bench_serving(ctx, out, seconds) -> None:
     from benchmarks import serving as serving_bench
 
     runtime = runtime_of(ctx, None)
-    try:
+    with refusing(RuntimeError, TimeoutError):
         serving_bench.main(runtime, Path(out) if out else runtime.home / "bench" / "serving", seconds)
-    except (RuntimeError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @bench.command("fuzz")
@@ -137,10 +133,8 @@ def bench_fuzz(ctx, out, max_examples, ingress, seed) -> None:
     from benchmarks import fuzz
 
     runtime = runtime_of(ctx, None)
-    try:
+    with refusing(RuntimeError, TimeoutError):
         summary = fuzz.main(runtime, Path(out) if out else runtime.home / "bench" / "fuzz", max_examples, ingress, seed)
-    except (RuntimeError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"{summary['cases']:,} cases, {summary['responses']:,} responses {summary['statuses']}; "
                f"5xx {summary['server_errors']}; failed checks {summary['failures_by_check'] or 'none'} "
                f"(report {summary['report']})")
@@ -162,11 +156,9 @@ def bench_load(ctx, out, seconds, concurrency, promote_after) -> None:
     if promote_after >= seconds:
         raise click.BadParameter(f"must be less than --seconds ({seconds:g})", param_hint="--promote-after")
     runtime = runtime_of(ctx, None)
-    try:
+    with refusing(RuntimeError, TimeoutError):
         report = load_bench.main(runtime, Path(out) if out else runtime.home / "bench" / "load", seconds,
                                  concurrency, promote_after)
-    except (RuntimeError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
     if report["errors"] or report["server_errors_5xx"] or not report["all_swapped"]:
         raise SystemExit(1)
 

@@ -22,14 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from jobs.processes import free_port
 from jobs.runtime import CLUSTER_STATE, auth_env, cluster_state, private_token
 
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray() -> str:
@@ -64,7 +59,7 @@ def up(config_path: Path, home: Path, port: int | None = None, timeout: float = 
                            "quanyu cluster down first")
     folder = home / "cluster"
     folder.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     address = f"{services.get_node_ip_address()}:{port}"
     config = yaml.safe_load(Path(config_path).read_text())
     if config.get("provider", {}).get("type") != "fake_multinode":
@@ -87,12 +82,12 @@ def up(config_path: Path, home: Path, port: int | None = None, timeout: float = 
         env.pop(name, None)
     # jobs run `python -m jobs.cli …`: this environment's python, with the project's dependencies
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    dashboard_port = _free_port()
+    dashboard_port = free_port()
     # the dashboard serves the Jobs API (quanyu jobs submit); it listens on loopback only
     command = [_ray(), "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
                # the job agent's own port: the default (52365) may belong to another Ray on this machine
-               f"--dashboard-agent-listen-port={_free_port()}",
+               f"--dashboard-agent-listen-port={free_port()}",
                f"--autoscaling-config={resolved}", "--block"]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     info = {"address": address, "jobs": f"http://127.0.0.1:{dashboard_port}", "pid": process.pid,

@@ -30,7 +30,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import requests
 
+from jobs.processes import free_port
 from jobs.runtime import Runtime, ensure_ray, ray_temp_dir
 from serving.http_limits import CALLBACK
 
@@ -237,7 +237,7 @@ def haproxy_env(home: Path, binary: str) -> dict[str, str]:
     if link.is_symlink() or link.exists():
         _remove_haproxy_files(home)
     link.symlink_to(folder, target_is_directory=True)
-    metrics_port, stats_port = _free_port(), _free_port()
+    metrics_port, stats_port = free_port(), free_port()
     # Serve runs HAProxy through serving/bin/haproxy, which adds the one line its config template
     # lacks for retries of requests with a body (`option http-buffer-request`)
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER),
@@ -248,12 +248,6 @@ def haproxy_env(home: Path, binary: str) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _remove_haproxy_files(home: Path) -> None:

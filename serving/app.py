@@ -35,8 +35,8 @@ from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from serving import handlers, http, planner, routes, schemas
-from serving.families import FAMILIES, FamilyModel, Poller
+from serving import families, handlers, http, planner, routes, schemas
+from serving.families import FamilyModel, Poller
 from serving.routes import Route
 
 logger = logging.getLogger("quanyu.serving")
@@ -147,7 +147,7 @@ _document: dict[str, Any] = {}
 def _openapi() -> dict:
     """The root's operations and every family's (routes.merged_openapi), built once per process."""
     if "openapi" not in _document:
-        _document["openapi"] = routes.merged_openapi(root_api, FAMILIES)
+        _document["openapi"] = routes.merged_openapi(root_api, families.FAMILIES)
     return _document["openapi"]
 
 
@@ -236,15 +236,15 @@ def _tracking_uri(args: dict) -> str:
 
 def app_names(name: str = "quanyu") -> dict[str, str]:
     """family → the Serve application that serves it, beside the root application `name`."""
-    return {f: f"{name}-{f}" for f in FAMILIES}
+    return {f: f"{name}-{f}" for f in families.FAMILIES}
 
 
 def build_family(args: dict) -> serve.Application:
     """One family's application. args: family, tracking_uri, alias (champion), poll_seconds (10),
     deployments (options by deployment name); keys as for `build`."""
     family = args.get("family")
-    if family not in FAMILIES:
-        raise ValueError(f"serve config: family {family!r} is not one of {', '.join(FAMILIES)}")
+    if family not in families.FAMILIES:
+        raise ValueError(f"serve config: family {family!r} is not one of {', '.join(families.FAMILIES)}")
     keys, admin = http.key_digests(args)
     options = _deployment_options(args.get("deployments") or {}).get(f"Family-{family}", {})
     return family_deployment(family).options(**options).bind(
@@ -295,7 +295,7 @@ DEPLOYMENT_OPTIONS = ("num_replicas", "max_ongoing_requests", "autoscaling_confi
 def _deployment_options(given: dict) -> dict[str, dict]:
     """Per deployment name, the options of configs/serve.yaml that `.options()` takes. Unknown
     deployment names or options are refused: a typo must not be silently ignored."""
-    known = {"Root", *(f"Family-{f}" for f in FAMILIES)}
+    known = {"Root", *(f"Family-{f}" for f in families.FAMILIES)}
     out = {}
     for name, options in given.items():
         if name not in known:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from jobs.processes import free_port
 from jobs.runtime import start_local_ray
 from lake.store import Lake
 
@@ -37,13 +37,20 @@ def ray_session(serve_ingress):
     this process once Ray runs: the servers the tests start as subprocesses make their own."""
     import ray
 
-    if not ray.is_initialized():
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in serve_ingress.items():
-                patch.setenv(name, value)
-            start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if ray.is_initialized():  # started by a command a test ran in this process, without serve_ingress
+        ray.shutdown()
+    start_session_ray(serve_ingress)
     yield ray
     ray.shutdown()
+
+
+def start_session_ray(serve_ingress: dict[str, str]) -> None:
+    """The session's local Ray, its processes started with `serve_ingress` (a test that replaces
+    the session's Ray for a while starts it again with this)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in serve_ingress.items():
+            patch.setenv(name, value)
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
 
 
 @pytest.fixture(scope="session")
@@ -103,12 +110,6 @@ def small_lake(ray_session, tmp_path_factory) -> Lake:
 
 
 # --- the production tracking store: `mlflow server` on PostgreSQL ------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def listening_addresses(port: int) -> set[str]:
     """The local addresses a TCP server listens on at `port` (from `ss`): {"127.0.0.1"} for a

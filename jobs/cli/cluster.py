@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from jobs.cli.common import CONFIGS, cli, runtime_of
+from jobs.cli.common import CONFIGS, cli, refusing, runtime_of
 from jobs.runtime import auth_env, cluster_state
 
 
@@ -114,10 +114,8 @@ def cluster_up(ctx, config_path, port) -> None:
     from jobs import cluster
 
     runtime = runtime_of(ctx, None)
-    try:
+    with refusing(RuntimeError, TimeoutError):
         info = cluster.up(Path(config_path), runtime.home, port)
-    except (RuntimeError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"local cluster up at {info['address']} (pid {info['pid']}, log {info['log']})\n"
                f"  run on it:  quanyu --ray-address {info['address']} retrain\n"
                f"  or submit:  quanyu jobs submit --address {info['jobs']} -- retrain\n"
@@ -135,10 +133,8 @@ def cluster_status(ctx) -> None:
     info = cluster_state(runtime.home)
     if info is None:
         raise click.ClickException("no local cluster is up; quanyu cluster up")
-    try:
+    with refusing(RuntimeError):
         found = cluster.nodes(info["address"], runtime.home)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
     workers = [n for n in found if not n["head"]]
     click.echo(f"{info['address']}: head + {len(workers)} worker node(s), {sum(n['cpus'] for n in workers):g} CPU(s)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 
@@ -20,6 +21,16 @@ def cli(ctx: click.Context, ray_address: str | None) -> None:
     """Quanyu: the omnichannel retail ML platform."""
     ctx.ensure_object(dict)
     ctx.obj["ray_address"] = ray_address
+
+
+@contextlib.contextmanager
+def refusing(*kinds: type[BaseException]):
+    """What a command's job raises for a reason its user can act on (`kinds`: its message says
+    what to do) becomes click's error line and exit 1, never a traceback."""
+    try:
+        yield
+    except kinds as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def runtime_of(ctx: click.Context, lake: str | None) -> Runtime:

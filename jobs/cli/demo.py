@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jobs.cli.common import cli, lake_option, retrain_config, runtime_of
+from jobs.cli.common import cli, lake_option, refusing, retrain_config, runtime_of
 from jobs.cli.data import describe_text
 from jobs.runtime import ensure_ray
 from lake.generate.scales import SCALES
@@ -47,10 +47,8 @@ def demo(ctx, scale, port, lake, retrain_config_path) -> None:
     import ray
 
     ray.shutdown()  # the server runs its own Ray in its own process
-    try:
+    with refusing(RuntimeError, TimeoutError):
         info = serve.detach(runtime, "127.0.0.1", port, "champion", 10.0)
-    except (RuntimeError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
     for f in info["families"]:
         why = ("no champion: the gate refused every candidate (see above)" if f["family"] in config.families
                else "no champion: not one of the retrain's families")

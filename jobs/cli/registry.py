@@ -6,7 +6,7 @@ import json
 
 import click
 
-from jobs.cli.common import cli, gates, runtime_of
+from jobs.cli.common import cli, gates, refusing, runtime_of
 from models.families import FAMILIES
 
 
@@ -93,8 +93,6 @@ def models_rollback(ctx, family) -> None:
     """Point FAMILY's champion back at the version it had before the current one."""
     from jobs.promotion import rollback
 
-    try:
+    with refusing(ValueError):
         current, target = rollback(_client(ctx), family)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"quanyu-{family}: champion v{current} -> v{target} (rolled back)")

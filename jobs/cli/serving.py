@@ -6,7 +6,7 @@ import json
 
 import click
 
-from jobs.cli.common import cli, runtime_of
+from jobs.cli.common import cli, refusing, runtime_of
 
 
 @cli.group("serve", invoke_without_command=True)
@@ -29,10 +29,8 @@ def serve_cmd(ctx, host, port, alias, poll_seconds, detach, ingress) -> None:
 
     runtime = runtime_of(ctx, None)
     if detach:
-        try:
+        with refusing(RuntimeError, TimeoutError):
             info = job.detach(runtime, host, port, alias, poll_seconds, ingress=ingress)
-        except (RuntimeError, TimeoutError) as exc:
-            raise click.ClickException(str(exc)) from None
         click.echo(f"serving at {info['url']} (pid {info['pid']}, log {info['log']})")
         for f in info["families"]:
             click.echo(f"  {f['family']:<9} quanyu-{f['family']} " + (f"v{f['version']} ({alias})" if f["version"] else
@@ -41,10 +39,8 @@ def serve_cmd(ctx, host, port, alias, poll_seconds, detach, ingress) -> None:
             click.echo(f"API key (kept in {runtime.home / 'api_key'}): {info['key']}")
         click.echo(f"API docs: {info['url']}/docs · planner's page: {info['url']}/planner")
         return
-    try:
+    with refusing(RuntimeError, TimeoutError):
         job.foreground(runtime, host, port, alias, poll_seconds, say=click.echo, ingress=ingress)
-    except (RuntimeError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @serve_cmd.command("stop")
@@ -81,11 +77,9 @@ def sites_recommend(ctx, city, k, min_distance_km, max_rent, exclude, include, o
 
     runtime = runtime_of(ctx, None)
     recommender, version = load_recommender(runtime.tracking_uri, alias)
-    try:
+    with refusing(RecommendError):
         result = recommender.recommend(city, k, min_distance_km=min_distance_km, max_rent=max_rent,
                                        exclude=list(exclude), include=list(include), objective=objective)
-    except RecommendError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(render(result, version, recommender.meta.get("data_date"), fmt,
                       recommender.meta.get("currency", DEFAULT_CURRENCY)), nl=False)
 
@@ -102,10 +96,8 @@ def _matching_answer(alias: str, ask) -> tuple[dict, str]:
 
     recommender, version = load_recommender(runtime_of(click.get_current_context(), None).tracking_uri, alias,
                                             family="matching")
-    try:
+    with refusing(MatchingError):
         return {"model_version": version, **ask(recommender).as_dict()}, version
-    except MatchingError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @matching.command("recommend")

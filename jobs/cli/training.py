@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from jobs.cli.common import cli, lake_option, parse_dates, retrain_config, runtime_of
+from jobs.cli.common import cli, lake_option, parse_dates, refusing, retrain_config, runtime_of
 from jobs.runtime import ensure_ray
 from models.families import FAMILIES
 
@@ -23,10 +23,8 @@ def _train(ctx: click.Context, family: str, lake: str | None, config_path: str |
     from jobs.families import FAMILY_JOBS
 
     spec = FAMILY_JOBS[family]
-    try:
+    with refusing(ValueError):
         config, path = spec.config(config_path)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
     runtime = runtime_of(ctx, lake)
     ensure_ray(runtime)
     result = spec.job().main(config, runtime.lake, runtime.tracking_uri, config_path=path,

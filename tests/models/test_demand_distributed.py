@@ -22,15 +22,15 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from jobs.runtime import start_local_ray
 from models.demand.forecaster import DemandForecaster
 from models.demand.train import Layout
 from models.metrics import wrmsse
+from tests.conftest import start_session_ray
 from tests.models.test_demand import FAST
 
 
 @pytest.fixture
-def two_node_cluster(ray_session):
+def two_node_cluster(ray_session, serve_ingress):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -43,7 +43,7 @@ def two_node_cluster(ray_session):
     finally:
         ray.shutdown()
         cluster.shutdown()
-        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        start_session_ray(serve_ingress)
 
 
 @pytest.mark.heavy

@@ -3,7 +3,7 @@ running Serve app on it, shared by the API tests and the planner's browser tests
 
 from __future__ import annotations
 
-import socket
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -11,6 +11,7 @@ import requests
 from mlflow import MlflowClient
 
 from jobs import train_demand, train_location, train_matching
+from jobs.processes import free_port
 from models.location.config import LocationConfig
 from models.registry import set_alias
 from serving.families import wait_until
@@ -20,10 +21,12 @@ from tests.models.test_matching import FAST as MATCHING_FAST
 KEY, ADMIN = "test-key-0123456789", "admin-key-9876543210"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def haproxy_config(serve_ingress: dict[str, str]) -> str:
+    """The config Serve wrote for the session's HAProxy ('' when there is none): in a folder per
+    node beside the path it was given."""
+    given = Path(serve_ingress["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"])
+    found = sorted(given.parent.glob(f"*/{given.name}"))
+    return found[0].read_text() if found else ""
 
 
 @pytest.fixture(scope="package")
@@ -43,7 +46,7 @@ def registry(tiny_lake, ray_session, tmp_path_factory):
 
 
 @pytest.fixture(scope="package")
-def server(registry):
+def server(registry, serve_ingress):
     from ray import serve
 
     from serving import app
@@ -73,6 +76,7 @@ def server(registry):
             return False
 
     assert wait_until(ready, 180, 1.0), f"the Serve app did not come up: {last}"
+    assert haproxy_config(serve_ingress), "Serve runs no HAProxy: the session's Ray started without serve_ingress"
     yield base, uri, runs
     app.delete()
     serve.shutdown()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -18,9 +17,9 @@ from mlflow import MlflowClient
 from jobs.serve import RETRY_ON
 from models.registry import set_alias
 from serving.families import wait_until
-from tests.serving.conftest import ADMIN, KEY
+from tests.serving.conftest import ADMIN, KEY, haproxy_config
 from tests.conftest import listening_addresses
-from tests.serving.conftest import free_port as _free_port
+from jobs.processes import free_port as _free_port
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -118,9 +117,7 @@ def test_each_family_is_one_hop_from_the_port(server, serve_ingress):
     """HAProxy sends /v1/<family>/… straight to the replicas of that family's application (each
     answers HTTP itself), everything else to the root's; Serve's proxy is only a backup."""
     base, _, _ = server
-    # Serve writes it in a folder per node beside the path it is given
-    given = Path(serve_ingress["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"])
-    config = next(given.parent.glob(f"*/{given.name}")).read_text()
+    config = haproxy_config(serve_ingress)
     assert f"retry-on {RETRY_ON}" in config and "option redispatch" in config
     assert "option http-buffer-request" in config  # serving/bin/haproxy's line: POSTs can be retried
     routes = _haproxy_routes(config)
