@@ -42,20 +42,21 @@ def start_server(command: list[str], env: dict, ready_url: str, log: Path, timeo
     return process
 
 
-def stop_server(process: subprocess.Popen, leader_first: bool = False) -> None:
+def stop_server(process: subprocess.Popen, leader_first: bool = False, grace: float = 60.0) -> None:
     """Stop a server started by start_server (or any process leading its own session) and
-    everything it started. `leader_first`: signal only the server and give it a minute to shut
-    down what it started (as `quanyu serve stop` does) before signalling its whole process group."""
+    everything it started, killing what is still there after `grace` seconds. `leader_first`:
+    signal only the server and give it that long to shut down what it started (as `quanyu serve
+    stop` does) before signalling its whole process group."""
     if process.poll() is None and leader_first:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(60)
+            process.wait(grace)
             return
         except subprocess.TimeoutExpired:
             pass
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(60)
+            process.wait(grace)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)

@@ -235,7 +235,7 @@ def haproxy_env(home: Path, binary: str) -> dict[str, str]:
     link = home / "haproxy"
     home.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():
-        _remove_haproxy_files(home)
+        remove_haproxy_files(home)
     link.symlink_to(folder, target_is_directory=True)
     metrics_port, stats_port = free_port(), free_port()
     # Serve runs HAProxy through serving/bin/haproxy, which adds the one line its config template
@@ -250,7 +250,7 @@ def haproxy_env(home: Path, binary: str) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
 
 
-def _remove_haproxy_files(home: Path) -> None:
+def remove_haproxy_files(home: Path) -> None:
     """The HAProxy folder QUANYU_HOME/haproxy links to, the link, and any HAProxy process still
     running from that folder: Serve stops the HAProxy it started, but one spawned by a reload
     (`-sf`) while the server was being killed can outlive it, holding the port."""
@@ -338,7 +338,7 @@ def foreground(runtime: Runtime, host: str, port: int, alias: str, poll_seconds:
             serve.shutdown()
         finally:
             if ingress == "haproxy":
-                _remove_haproxy_files(runtime.home)
+                remove_haproxy_files(runtime.home)
 
 
 def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: float, say=print,
@@ -428,7 +428,7 @@ def stop(runtime: Runtime, timeout: float = 60.0) -> str:
             time.sleep(0.5)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
-    _remove_haproxy_files(runtime.home)  # what a server killed before its own clean-up left behind
+    remove_haproxy_files(runtime.home)  # what a server killed before its own clean-up left behind
     state.unlink(missing_ok=True)
     return f"stopped the server at {info['url']} (pid {pid})"
 

@@ -24,11 +24,11 @@ def serve_ingress(tmp_path_factory):
     """The environment `quanyu serve` gives its own local Ray by default, for the session's Ray:
     HAProxy as Serve's ingress (serving/app.py), its files in a folder of its own (removed at the
     end), and Serve's short draining."""
-    from jobs.serve import LOCAL_DRAINING, _remove_haproxy_files, haproxy_env
+    from jobs.serve import LOCAL_DRAINING, remove_haproxy_files, haproxy_env
 
     home = tmp_path_factory.mktemp("serve-home")
     yield {**haproxy_env(home, shutil.which("haproxy") or "/usr/sbin/haproxy"), **LOCAL_DRAINING}
-    _remove_haproxy_files(home)
+    remove_haproxy_files(home)
 
 
 @pytest.fixture(scope="session")
@@ -202,4 +202,7 @@ def mlflow_server(postgres: Postgres, name: str, artifacts: Path):
         assert wait_until(up, 120, 0.5), log.read_text()[-3000:]
         yield url, store
     finally:
-        stop_server(server)  # its process group: the server and its workers
+        # its process group: the server and its workers. A worker whose database went away
+        # mid-request (the store-down tests) holds its shutdown until that request gives up: a
+        # test's server has nothing to finish, so it gets 5 s
+        stop_server(server, grace=5.0)
