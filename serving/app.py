@@ -273,9 +273,12 @@ def applications(args: dict, name: str = "quanyu", prefix: str = "/") -> list[tu
 
 
 def run(args: dict, name: str = "quanyu", prefix: str = "/") -> None:
-    """Deploy every application (serve.start first), without waiting for their replicas."""
-    for app, route_prefix, application in applications(args, name, prefix):
-        serve.run(application, name=app, route_prefix=route_prefix, blocking=False)
+    """Deploy every application together (serve.start first) and return once each is running,
+    which for a family means its replicas started, with or without a model. Serve's `run_many`
+    (a developer API in the pinned Ray 2.60) deploys them at the same time; four `serve.run`
+    calls waited for each in turn."""
+    serve.run_many([serve.RunTarget(application, name=app, route_prefix=route_prefix)
+                    for app, route_prefix, application in applications(args, name, prefix)])
 
 
 def delete(name: str = "quanyu", timeout: float = 120.0) -> None:
