@@ -26,7 +26,7 @@ class Route:
     method: str  # GET or POST
     path: str  # under the family's prefix
     operation: str  # the handler's name in handlers.ROUTES (family, operation)
-    response: type[BaseModel]
+    response: type[BaseModel] | None  # None: the answer's shape follows the version (MLflow's /invocations)
     request: type[BaseModel] | None = None  # a POST's body, a GET's query parameters
     statuses: tuple[int, ...] = (422, 503)  # what it answers beside 200, auth and body limits
     batched: bool = False  # answered by the replica's batched method of that name (requests that queue together)
@@ -47,7 +47,7 @@ ROUTES: dict[str, tuple[Route, ...]] = {
         Route("GET", "/map", "map", schemas.CityMapResponse, schemas.CityMapRequest, (404, 422, 503)),
     ),
 }
-INVOCATIONS = Route("POST", "/invocations", "invocations", BaseModel, statuses=(404, 409, 422, 503), batched=True)
+INVOCATIONS = Route("POST", "/invocations", "invocations", None, statuses=(404, 409, 422, 503), batched=True)
 
 _replica: dict[str, Any] = {}
 
@@ -93,7 +93,7 @@ def family_api(family: str) -> FastAPI:
             extra = {"openapi_extra": {"requestBody": schemas.invocations_body(family)},
                      "summary": f"{family.title()} Invocations"}
         api.add_api_route(route.path, _endpoint(route), methods=[route.method],
-                          response_model=None if route is INVOCATIONS else route.response,
+                          response_model=route.response,
                           dependencies=[Depends(http.require_key)],
                           responses=http.responses(*route.statuses, body=route.method == "POST"),
                           operation_id=f"{route.operation}_{family}", **extra)

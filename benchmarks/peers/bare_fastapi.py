@@ -1,6 +1,6 @@
 """Peer for `quanyu bench serving`: a bare FastAPI app (one uvicorn process, no Ray) around the
 same predictors and the same handlers, request models and validation as the Serve app, so the
-difference is Serve's proxy hop and deployment handle calls.
+difference is what Serve and HAProxy add: the ingress hop, the key check, the replica's request path.
 
 Run: MLFLOW_TRACKING_URI=… uvicorn benchmarks.peers.bare_fastapi:app --port P"""
 
