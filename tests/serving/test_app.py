@@ -117,11 +117,21 @@ def test_each_family_is_one_hop_from_the_port(server, serve_ingress):
     """HAProxy sends /v1/<family>/… straight to the replicas of that family's application (each
     answers HTTP itself), everything else to the root's; Serve's proxy is only a backup."""
     base, _, _ = server
+    # Serve rewrites HAProxy's config a moment after a replica starts (it coalesces updates); the
+    # fixture's readiness goes through the root's handles, so wait until every replica is listed
+    wanted = {"demand": 1, "matching": 1, "location": 3}
+
+    def listed() -> bool:
+        routes = _haproxy_routes(haproxy_config(serve_ingress))
+        return all(len([s for s in routes.get(f"/v1/{f}/", []) if not s.startswith("~")]) == n
+                   for f, n in wanted.items())
+
+    wait_until(listed, 60, 0.5)
     config = haproxy_config(serve_ingress)
     assert f"retry-on {RETRY_ON}" in config and "option redispatch" in config
     assert "option http-buffer-request" in config  # serving/bin/haproxy's line: POSTs can be retried
     routes = _haproxy_routes(config)
-    for family, replicas in (("demand", 1), ("matching", 1), ("location", 3)):
+    for family, replicas in wanted.items():
         servers = routes[f"/v1/{family}/"]
         primary = [s for s in servers if not s.startswith("~")]
         assert len(primary) == replicas and all(s.startswith(f"SERVE_REPLICA_quanyu-{family}-Family-{family}")
