@@ -9,6 +9,7 @@ import click
 
 from jobs.cli.common import lake_option, refusing, runtime_of
 from jobs.runtime import ensure_ray
+from models.families import family
 
 
 @click.group()
@@ -67,11 +68,10 @@ def bench_demand(ctx, lake, out) -> None:
 def bench_matching(ctx, lake, out) -> None:
     """Training cost, recommend() latency, accuracy next to implicit's ALS on the same split."""
     from benchmarks import matching as matching_bench
-    from jobs.families import FAMILY_JOBS
 
     runtime = runtime_of(ctx, lake)
     ensure_ray(runtime)
-    config, _ = FAMILY_JOBS["matching"].config()
+    config, _ = family("matching").config()
     matching_bench.main(runtime.lake.root, Path(out) if out else runtime.home / "bench" / "matching", config)
 
 

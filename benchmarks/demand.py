@@ -49,12 +49,12 @@ def main(lake_root: Path, folder: Path, config: DemandConfig) -> dict:
     """Run the benchmark on an existing, merged lake; print a table, write results JSON."""
     import ray
 
-    from jobs.train_demand import read_demand_data
+    from jobs.train import read
 
     folder.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    data, _ = read_demand_data(Lake(lake_root), with_truth=False)
+    data, _ = read("demand", config, Lake(lake_root))  # the oracle: not what this measures
     spec, training = config.features, config.training
     origin = max(data.demand["dt"]) - dt.timedelta(days=spec.horizon)
     holdout = data.demand[data.demand["dt"] > origin].copy()

@@ -25,7 +25,8 @@ from benchmarks.lake import PeakMemory
 from lake.generate.world import build_sites
 from lake.store import Lake
 from models.location.config import LocationConfig
-from models.location.data import read_location_data, training_table
+from jobs.train import read
+from models.location.data import training_table
 from models.location.features import extra_area_columns, local_km, member_areas, site_features
 from models.location.model import SiteModel, evaluate
 from models.location.recommender import SiteRecommender
@@ -66,11 +67,10 @@ def main(lake_root: Path, out: Path, config: LocationConfig, sizes=(10_000, 100_
     report: dict = {"lake": str(lake_root), "k": k}
 
     def train():
-        data = read_location_data(Lake(lake_root), config.features.member_days)
+        data = read("location", config, Lake(lake_root))
         table = training_table(data, config.features, config.training.min_trading_days)
         ev = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites))
-        model = SiteModel.from_config(config, extra_area_columns(data.sites)).fit(table)
-        model.smearing_ = ev.smearing
+        model = SiteModel.from_config(config, extra_area_columns(data.sites)).fit(table, smearing=ev.smearing)
         return model, len(table), len(data.sites)
 
     (model, n_stores, n_sites), seconds, peak = _timed(train)

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.lake import PeakMemory
-from jobs.train_matching import build_recommender, history_days
+from jobs.train import read
 from lake.store import Lake
-from models.matching.model import MatchingConfig, evaluate, fit_ranker, purchases_between, ranking_metrics, read_matching_data
+from models.matching.model import MatchingConfig, evaluate, fit_ranker, purchases_between, ranking_metrics
 from models.matching.state import MatchingState
+from models.matching.training import build_recommender
 
 PEERS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-peers" / "bin" / "python"
 PEER = Path(__file__).resolve().parent / "peers" / "implicit_als.py"
@@ -39,7 +40,7 @@ def main(lake_root: Path, out: Path, config: MatchingConfig) -> dict:
     report: dict = {"lake": str(lake_root)}
 
     def train():
-        data = read_matching_data(lake, history_days(config))
+        data = read("matching", config, lake)
         evaluation = evaluate(data, config)
         recommender = build_recommender(data, config)
         return data, evaluation, recommender

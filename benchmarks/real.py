@@ -120,13 +120,13 @@ def make_lake(export: pd.DataFrame, mapping: dict, folder: Path, name: str, unit
 def train_and_load(family: str, lake: Lake, work: Path, tracking_uri: str, say, label: str) -> tuple[object, float]:
     """Train `family` on `lake` with its committed config, as `quanyu train` does; the registered
     version's predictor (forecaster, recommender) as serving loads it, and the training seconds."""
-    from jobs.families import FAMILY_JOBS
+    from jobs import train
+    from models.families import family as registered
     from models.registry import load_version
 
-    spec = FAMILY_JOBS[family]
-    config, _ = spec.config()
+    config, _ = registered(family).config()
     started = time.monotonic()
-    trained = spec.job().main(config, lake, tracking_uri, artifact_root=str(work / "mlartifacts"))
+    trained = train.main(family, config, lake, tracking_uri, artifact_root=str(work / "mlartifacts"))
     seconds = time.monotonic() - started
     say(f"{label}: {family} v{trained.version} trained in {seconds:.0f} s")
     return load_version(family, tracking_uri, version=trained.version).predictor, seconds

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from benchmarks.lake import PeakMemory
-from jobs.families import FAMILY_JOBS
+from jobs import train
 from lake.store import Lake
+from models.families import FAMILIES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -51,7 +52,7 @@ def retrain_once(raw: Path, work: Path, say=print) -> dict:
            "families": {f: {"status": o.status, "train_s": o.seconds, "version": o.version}
                         for f, o in result.families.items()},
            "training_jobs_alone_s": bare, "training_jobs_alone_peak_above_start_gb": bare_peaks,
-           "footprint_estimate_gb": {f: round(spec.memory.bytes(lake) / 2**30, 2) for f, spec in FAMILY_JOBS.items()},
+           "footprint_estimate_gb": {f: round(spec.memory.bytes(lake) / 2**30, 2) for f, spec in FAMILIES.items()},
            "sum_of_training_jobs_s": round(trained, 1),
            "ratio_to_training": round(wall / trained, 2) if trained else None,
            "peak_rss_gb": round(memory.peak_bytes / 2**30, 2), "again_wall_s": round(again_wall, 1),
@@ -65,11 +66,11 @@ def bare_training(lake: Lake, work: Path, say=print) -> tuple[dict[str, float], 
     seconds, and the peak memory of the process tree above what it held when the job began, in GB
     (idle Ray workers and the retrain's leftovers are not the job's)."""
     seconds, peaks = {}, {}
-    for family, spec in FAMILY_JOBS.items():
+    for family, spec in FAMILIES.items():
         config, path = spec.config()
         with PeakMemory() as memory:
             started = time.monotonic()
-            spec.job().main(config, lake, f"sqlite:///{work / 'mlflow.db'}", config_path=path,
+            train.main(family, config, lake, f"sqlite:///{work / 'mlflow.db'}", config_path=path,
                             artifact_root=str(work / "mlartifacts"))
             seconds[family] = round(time.monotonic() - started, 1)
         peaks[family] = round((memory.peak_bytes - memory.start_bytes) / 2**30, 2)

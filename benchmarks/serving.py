@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from jobs.runtime import Runtime
-from serving import handlers
 from jobs.processes import free_port, start_server, stop_server
+from jobs.runtime import Runtime
+from models.demand.api import forecast as answer_forecast
+from models.matching.api import recommend as answer_recommend
 from serving.families import FamilyModel, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,8 +72,8 @@ def main(runtime: Runtime, out: Path, seconds: float = 10.0, concurrencies=(1, 1
         print(json.dumps(row), flush=True)
 
     # the floor: the handler called in process
-    for endpoint, (family, fn) in {"forecast": ("demand", handlers.forecast),
-                                   "recommend": ("matching", handlers.recommend)}.items():
+    for endpoint, (family, fn) in {"forecast": ("demand", answer_forecast),
+                                   "recommend": ("matching", answer_recommend)}.items():
         loaded = models[family].current
         fn(loaded, bodies[endpoint])
         times = []

@@ -25,7 +25,9 @@ from models.registry import CANDIDATE, CHAMPION, registered_name
 HISTORY_TAG = "champion_history"
 
 
-DEFAULT_GATES = {name: family.gate for name, family in FAMILIES.items()}
+def default_gates() -> dict[str, Gate]:
+    """Each family's built-in gate (its `Family.gate`), read from the registry when asked."""
+    return {name: family.gate for name, family in FAMILIES.items()}
 
 
 @dataclass
@@ -84,7 +86,7 @@ def decide(gate: Gate, metrics: dict[str, float], champion_metrics: dict[str, fl
 def below_baseline(family: str, metrics: dict[str, float], gate: Gate | None = None) -> str | None:
     """Why a trained model does not beat the baselines of its gate (the family's built-in gate
     unless given), or None when it does: what `quanyu train` warns about and tags the version with."""
-    decision = decide(gate or DEFAULT_GATES[family], metrics, None, None, [])
+    decision = decide(gate or FAMILIES[family].gate, metrics, None, None, [])
     return None if decision.promote else decision.reason
 
 

@@ -26,13 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, field_validator
 
-from jobs.families import FAMILY_JOBS
-from jobs.promotion import DEFAULT_GATES, Gate, alias_version, decide, promote, refuse, sanity_problems, version_metrics
+from jobs.promotion import Gate, default_gates, alias_version, decide, promote, refuse, sanity_problems, version_metrics
 from lake.store import Lake
 from models.config import FamilyConfig
-from models.families import FAMILIES, family as known_family
+from models.families import FAMILIES, plugin_env, family as known_family
 from models.registry import CHAMPION, registered_name
 
 EXIT_DONE, EXIT_REJECTED, EXIT_FAILED, EXIT_QUARANTINED = 0, 1, 2, 3
@@ -46,7 +45,8 @@ class RetrainConfig(FamilyConfig):
     parallel: bool = Field(True, description="train the families at once (each a Ray task), else one after another")
     configs: dict[Family, str] = Field(default_factory=dict,
                                        description="family config files [default: configs/<family>.yaml]")
-    gates: dict[Family, Gate] = Field(default_factory=lambda: dict(DEFAULT_GATES))
+    gates: dict[Family, Gate] = Field(default_factory=default_gates, description="each family's gate [default: "
+                                      "the family's built-in one, models/<family>/family.py]")
     on_quarantine: Literal["stop", "continue"] = Field(
         "stop", description="when validation quarantines partitions: stop before the merge (exit 3, no alias "
         "moves; a second run goes on without them), or merge and train on what passed (exit 3 at the end)")
@@ -54,6 +54,12 @@ class RetrainConfig(FamilyConfig):
         "auto", description="reserve each family's estimated memory from Ray, so families that do not fit "
         "on a node together run one after another: auto when some node with CPUs could hold one family "
         "(not under the fake autoscaler, whose node types cannot declare memory)")
+
+    @field_validator("gates")
+    @classmethod
+    def _every_family_gated(cls, gates: dict[str, Gate]) -> dict[str, Gate]:
+        """A family whose gate the file does not give keeps its built-in one."""
+        return {**default_gates(), **gates}
 
 
 @dataclass
@@ -121,12 +127,20 @@ def data_digest(lake: Lake) -> str:
 
 def _train_one(family: str, config_json: str, config_path: str | None, lake_root: str, tracking_uri: str,
                artifact_root: str | None, run_tags: dict) -> dict:
-    spec = FAMILY_JOBS[family]
-    config = spec.config_class().model_validate_json(config_json)
-    result = spec.job().main(config, Lake(lake_root), tracking_uri, config_path=config_path,
-                             artifact_root=artifact_root, run_tags=run_tags)
+    from jobs import train
+
+    config = known_family(family).config_class().model_validate_json(config_json)
+    result = train.main(family, config, Lake(lake_root), tracking_uri, config_path=config_path,
+                        artifact_root=artifact_root, run_tags=run_tags)
     return {"version": result.version, "run_id": result.run_id, "metrics": result.metrics,
             "seconds": result.seconds}
+
+
+def plugins_travel() -> dict:
+    """Ray options that carry the plugin families (QUANYU_FAMILIES) to the retrain's tasks, on a
+    cluster started without them."""
+    env = plugin_env()
+    return {"runtime_env": {"env_vars": env}} if env else {}
 
 
 def memory_reservations(estimates: dict[str, int], nodes: list[dict], mode: str = "auto") -> dict[str, int]:
@@ -157,7 +171,7 @@ def _train_all(todo: list[str], args: dict[str, tuple], parallel: bool, on_done,
     # SPREAD: one family per node while there are nodes. A family's task waits, CPU released, on
     # its training task; without SPREAD the next family could land on the same node, and one lost
     # node would take several families (or, by luck, none) with it
-    remote = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")(task or _train_one)
+    remote = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD", **plugins_travel())(task or _train_one)
     memory = memory or {}
     queue = list(todo)
     running: dict = {}
@@ -181,7 +195,7 @@ def _reserve(todo: list[str], lake: Lake, mode: str, say) -> dict[str, int]:
 
     if mode == "never":
         return {}
-    estimates = {f: FAMILY_JOBS[f].memory.bytes(lake) for f in todo}
+    estimates = {f: known_family(f).memory.bytes(lake) for f in todo}
     memory = memory_reservations(estimates, ray.nodes(), mode)
     if memory:
         say("memory reserved: " + ", ".join(
@@ -202,8 +216,10 @@ def _first_line(exc: BaseException) -> str:
 # --- gate -------------------------------------------------------------------------------------------
 
 def _holdout_one(family: str, config_json: str, lake_root: str) -> dict[str, float]:
-    config = FAMILY_JOBS[family].config_class().model_validate_json(config_json)
-    return FAMILY_JOBS[family].job().holdout_metrics(config, Lake(lake_root))
+    from jobs import train
+
+    config = known_family(family).config_class().model_validate_json(config_json)
+    return train.holdout_metrics(family, config, Lake(lake_root))
 
 
 def champion_on_fresh_holdout(family: str, champion: str, candidate_config, candidate_metrics: dict[str, float],
@@ -227,12 +243,12 @@ def champion_on_fresh_holdout(family: str, champion: str, candidate_config, cand
         return logged, "its logged holdout (no recipe recorded)"
     if commit != git_commit() or commit == "unknown":
         return logged, f"its logged holdout (trained with other code, {commit[:12]})"
-    champion_config = FAMILY_JOBS[family].config_class().model_validate_json(recorded)
+    champion_config = known_family(family).config_class().model_validate_json(recorded)
     if champion_config == candidate_config:
         return candidate_metrics, "the same recipe, so the candidate's score on this holdout"
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=0)(_holdout_one).options(**({"memory": memory} if memory else {}))
+    task = ray.remote(num_cpus=1, max_retries=0, **plugins_travel())(_holdout_one).options(**({"memory": memory} if memory else {}))
     fresh = ray.get(task.remote(family, recorded, str(lake.root)))
     return fresh, "its recipe re-scored on this holdout"
 
@@ -391,7 +407,7 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
     from jobs.tracking import git_commit
 
     data = data_digest(lake)
-    configs = {f: FAMILY_JOBS[f].config(config.configs.get(f)) for f in families}
+    configs = {f: known_family(f).config(config.configs.get(f)) for f in families}
     keys = {f: _digest([data, configs[f][0].model_dump(mode="json"), config.gates[f].model_dump(), git_commit()])
             for f in families}
     finished = state.get("families", {})

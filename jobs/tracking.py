@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,19 +59,19 @@ def package_version(package: str) -> str:
 
 @contextmanager
 def family_run(family: str, tracking_uri: str, artifact_root: str | None, run_name: str, config: BaseModel,
-               tags: dict, params: dict, metrics: dict[str, float]) -> Iterator[tuple[object, Path]]:
+               tags: dict, params: dict, metrics: dict[str, float]) -> Iterator[object]:
     """An MLflow run in the family's experiment with its tags (family, git commit and `tags`), the
-    config flattened plus `params` as params, and `metrics`; yields the run and a scratch folder."""
+    config flattened plus `params` as params, and `metrics`; yields the run."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     use_experiment(f"quanyu-{family}", artifact_root)
-    with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags({"family": family, "git_commit": git_commit(), "config": config.model_dump_json(),
                          **lake_range(tags.get("lake")), **tags})
         mlflow.log_params({**flatten("", config.model_dump(mode="json")), **params})
         mlflow.log_metrics(metrics)
-        yield run, Path(tmp)
+        yield run
 
 
 def lake_range(root: str | None) -> dict[str, str]:

@@ -70,6 +70,18 @@ class Family:
     api_version: int  # the predictor contract serving and batch scoring speak with this family's versions
     smoke_test: Callable[[Any], None]  # one real request on a freshly loaded predictor; raises when it cannot answer
     sanity: Callable[[Any, int], list[str]]  # what is wrong with a candidate's answers on a sample
+    api_ref: str  # "module:NAME" of its FamilyApi (models/api.py): the endpoints serving gives it
+    training_ref: str  # the module of its training (models/training.py says what it holds)
+    summary: str = ""  # one line: what it predicts (`quanyu train <family> --help`)
+
+    def training(self) -> Any:
+        """Its training module (inputs, prepare, train, holdout_metrics), imported when first asked for."""
+        return importlib.import_module(self.training_ref)
+
+    def api(self) -> Any:
+        """Its HTTP API (a models.api.FamilyApi), imported when first asked for."""
+        module, name = self.api_ref.split(":")
+        return getattr(importlib.import_module(module), name)
 
     @property
     def registered_name(self) -> str:

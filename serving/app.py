@@ -27,7 +27,6 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
 
 from fastapi import Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -35,14 +34,15 @@ from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from models.families import plugin_env
 from serving import families, handlers, http, planner, routes, schemas
 from serving.families import FamilyModel, Poller
-from serving.routes import Route
+from models.api import Operation, invalid
+from serving.routes import INVOCATIONS
 
 logger = logging.getLogger("quanyu.serving")
 
-FORECAST_BATCH = 16  # forecast requests one demand replica answers together at most
-INVOCATIONS_BATCH = 16  # /invocations requests one replica scores together at most
+BATCH = 16  # requests of one batched operation (or /invocations) a replica answers together at most
 HEALTH_GRACE_S = 30.0  # a replica without its champion passes health checks this long after its start
 STATUS_TIMEOUT_S = 5.0  # /v1/models waits this long for a family's replicas
 
@@ -65,10 +65,12 @@ class FamilyServer:
             raise RuntimeError(f"quanyu-{family}: {self.model.last_error}; Serve starts this replica again")
         self.poller = Poller(self.model, poll_seconds).start()
 
-    async def answer(self, route: Route, request: dict) -> tuple[int, dict]:
+    async def answer(self, route: Operation, request: dict) -> tuple[int, dict]:
+        if route == INVOCATIONS:  # equal, not the same object: Serve ships the routes to the replica by value
+            return await self.invocations(request)
         if route.batched:
-            return await getattr(self, route.operation)(request)
-        return self.call(route.operation, request)
+            return await self.batched((route, request))
+        return self.call(route, request)
 
     def _unavailable(self) -> tuple[int, dict]:
         return 503, {"detail": f"quanyu-{self.family} has no loaded version yet "
@@ -84,36 +86,44 @@ class FamilyServer:
             raise RuntimeError(f"quanyu-{self.family} holds no version of its champion v{self.model.champion}: "
                                f"{self.model.last_error}")
 
-    def call(self, operation: str, request: dict) -> tuple[int, dict]:
+    def call(self, route: Operation, request: dict) -> tuple[int, dict]:
         loaded = self.model.current  # one read: a swap during this request does not affect it
         if loaded is None:
             return self._unavailable()
         try:
-            return handlers.ROUTES[(self.family, operation)](loaded, request)
+            return route.handler(loaded, request)
         except ValidationError as exc:
-            return 422, {"detail": exc.errors(include_url=False, include_context=False)}
+            return invalid(exc)
         except Exception:  # a bug, not the caller's fault: log it, say nothing internal
-            logger.exception("quanyu-%s %s failed", self.family, operation)
+            logger.exception("quanyu-%s %s failed", self.family, route.name)
             return 500, {"detail": handlers.internal_error(self.family)}
 
-    @serve.batch(max_batch_size=FORECAST_BATCH, batch_wait_timeout_s=0.0)
-    async def forecasts(self, requests: list[dict]) -> list[tuple[int, dict]]:
-        """Forecast requests answered together: whatever queued while the previous batch was
-        computed (no waiting: at concurrency 1 a batch is one request) gets one feature build
-        and one booster call."""
+    @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=0.0)
+    async def batched(self, asks: list[tuple[Operation, dict]]) -> list[tuple[int, dict]]:
+        """Requests of a batched operation (one with `many`, e.g. demand's forecasts) answered
+        together: whatever queued while the previous batch was computed (no waiting: at
+        concurrency 1 a batch is one request) gets, per operation, one call of `many` (for
+        demand: one feature build, one booster call)."""
         loaded = self.model.current
         if loaded is None:
-            return [self._unavailable() for _ in requests]
-        try:
-            return handlers.forecasts(loaded, requests)
-        except Exception:  # a bug, not the callers' fault: log it, say nothing internal
-            logger.exception("quanyu-%s forecast batch of %d failed", self.family, len(requests))
-            return [(500, {"detail": handlers.internal_error(self.family)}) for _ in requests]
+            return [self._unavailable() for _ in asks]
+        answers: list[tuple[int, dict] | None] = [None] * len(asks)
+        for name in dict.fromkeys(route.name for route, _ in asks):
+            mine = [i for i, (route, _) in enumerate(asks) if route.name == name]
+            route = asks[mine[0]][0]
+            try:
+                for i, answer in zip(mine, route.many(loaded, [asks[i][1] for i in mine])):
+                    answers[i] = answer
+            except Exception:  # a bug, not the callers' fault: log it, say nothing internal
+                logger.exception("quanyu-%s %s batch of %d failed", self.family, name, len(mine))
+                for i in mine:
+                    answers[i] = (500, {"detail": handlers.internal_error(self.family)})
+        return answers
 
-    @serve.batch(max_batch_size=INVOCATIONS_BATCH, batch_wait_timeout_s=0.0)
+    @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=0.0)
     async def invocations(self, payloads: list[dict]) -> list[tuple[int, dict]]:
         """MLflow-protocol requests answered together: for a family whose model answers row per
-        row (handlers.ROW_PER_ROW), the rows of whatever queued are scored in one predict call."""
+        row (its api's `invocations.row_per_row`), the rows of whatever queued are scored in one predict call."""
         loaded = self.model.current
         if loaded is None:
             return [self._unavailable() for _ in payloads]
@@ -141,17 +151,19 @@ def family_deployment(family: str) -> serve.Deployment:
 root_api = http.new_api("Quanyu", documented=True, description=(
     "Forecasts, recommendations, audiences and site recommendations from the champion of each model "
     "family. Every /v1 endpoint needs `Authorization: Bearer <key>`."))
-_document: dict[str, Any] = {}
+_documents: dict[tuple[str, ...], dict] = {}
 
 
-def _openapi() -> dict:
-    """The root's operations and every family's (routes.merged_openapi), built once per process."""
-    if "openapi" not in _document:
-        _document["openapi"] = routes.merged_openapi(root_api, families.FAMILIES)
-    return _document["openapi"]
+def openapi_document() -> dict:
+    """The root's operations and every family's (routes.merged_openapi), built once per process
+    and family list."""
+    served = tuple(families.FAMILIES)
+    if served not in _documents:
+        _documents[served] = routes.merged_openapi(root_api, served)
+    return _documents[served]
 
 
-root_api.openapi = _openapi
+root_api.openapi = openapi_document
 
 # a family replica that died (killed, its node lost) or is unreachable for a moment: a status or
 # reload call is sent again, to another replica when there is one
@@ -246,7 +258,7 @@ def build_family(args: dict) -> serve.Application:
     if family not in families.FAMILIES:
         raise ValueError(f"serve config: family {family!r} is not one of {', '.join(families.FAMILIES)}")
     keys, admin = http.key_digests(args)
-    options = _deployment_options(args.get("deployments") or {}).get(f"Family-{family}", {})
+    options = deployment_options(args.get("deployments") or {}).get(f"Family-{family}", {})
     return family_deployment(family).options(**options).bind(
         family, _tracking_uri(args), args.get("alias", "champion"), float(args.get("poll_seconds", 10.0)), keys, admin)
 
@@ -257,7 +269,7 @@ def build(args: dict) -> serve.Application:
     `admin_digests` (what `quanyu serve` hands over, keeping the keys out of Ray's environment),
     else QUANYU_API_KEYS / QUANYU_ADMIN_KEYS in the environment of whoever builds it."""
     keys, admin = http.key_digests(args)
-    options = _deployment_options(args.get("deployments") or {}).get("Root", {})
+    options = deployment_options(args.get("deployments") or {}).get("Root", {})
     return Root.options(**options).bind(app_names(args.get("name", "quanyu")), args.get("alias", "champion"), keys, admin)
 
 
@@ -295,8 +307,10 @@ DEPLOYMENT_OPTIONS = ("num_replicas", "max_ongoing_requests", "autoscaling_confi
                       "max_queued_requests", "graceful_shutdown_timeout_s")
 
 
-def _deployment_options(given: dict) -> dict[str, dict]:
-    """Per deployment name, the options of configs/serve.yaml that `.options()` takes. Unknown
+def deployment_options(given: dict) -> dict[str, dict]:
+    """Per deployment name, the options of configs/serve.yaml that `.options()` takes, every
+    deployment's actor options with the plugin families (QUANYU_FAMILIES) of the process that
+    deploys, so that its replicas know them on a cluster started without them. Unknown
     deployment names or options are refused: a typo must not be silently ignored."""
     known = {"Root", *(f"Family-{f}" for f in families.FAMILIES)}
     out = {}
@@ -310,4 +324,11 @@ def _deployment_options(given: dict) -> dict[str, dict]:
         out[name] = dict(options)
         if "autoscaling_config" in out[name]:
             out[name].pop("num_replicas", None)
+    env = plugin_env()
+    if env:
+        for name in known:
+            given_actor = out.setdefault(name, {}).get("ray_actor_options", {})
+            runtime_env = given_actor.get("runtime_env", {})
+            out[name]["ray_actor_options"] = {"num_cpus": 0.25, **given_actor, "runtime_env": {
+                **runtime_env, "env_vars": {**runtime_env.get("env_vars", {}), **env}}}
     return out

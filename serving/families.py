@@ -19,7 +19,7 @@ from typing import Any, Callable
 from models.families import FAMILIES as REGISTRY
 from models.registry import load_version
 
-FAMILIES = tuple(REGISTRY)  # the served families, in the registry's order
+FAMILIES = REGISTRY  # the served families: the registry itself (plugins included), in its order
 # what the registry answers when the model or its alias does not exist (yet): the store is fine
 NOT_THERE_YET = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 

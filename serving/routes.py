@@ -1,53 +1,35 @@
-"""Each family's HTTP operations, declared once: path, method, request and response models, the
-handler (serving/handlers.py) and the statuses it can answer. `family_api(family)` makes the
-family's FastAPI app from its table, plus the MLflow-protocol `/invocations` every family has;
-the root app's OpenAPI document is the union of these apps' documents (`merged_openapi`).
+"""Each family's FastAPI app, made from the operations its package declares (models/<family>/api.py:
+path, method, request and response models, the handler and the statuses it can answer), plus the
+MLflow-protocol `/invocations` every family has; the root app's OpenAPI document is the union of
+these apps' documents (`merged_openapi`).
 
-Nothing here is specific to one family but the table: a family's app is served at
+Nothing here names a family: a family's app is served at
 `/v1/<family>` by its own Serve application (serving/app.py), which calls back into the replica
 that holds the model through `serving_replica()`.
 """
 
 # no `from __future__ import annotations`: FastAPI resolves the endpoints' annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query
-from pydantic import BaseModel
 
+from models.api import Operation
+from models.families import family as registered
 from serving import http, schemas
 
-
-@dataclass(frozen=True)
-class Route:
-    """One operation of a family's API, under /v1/<family>."""
-
-    method: str  # GET or POST
-    path: str  # under the family's prefix
-    operation: str  # the handler's name in handlers.ROUTES (family, operation)
-    response: type[BaseModel] | None  # None: the answer's shape follows the version (MLflow's /invocations)
-    request: type[BaseModel] | None = None  # a POST's body, a GET's query parameters
-    statuses: tuple[int, ...] = (422, 503)  # what it answers beside 200, auth and body limits
-    batched: bool = False  # answered by the replica's batched method of that name (requests that queue together)
+INVOCATIONS = Operation("POST", "/invocations", "invocations", None, None,  # type: ignore[arg-type]
+                        statuses=(404, 409, 422, 503))  # its handler is the replica's: serving/handlers.py
 
 
-ROUTES: dict[str, tuple[Route, ...]] = {
-    "demand": (
-        Route("POST", "/forecast", "forecasts", schemas.ForecastResponse, schemas.ForecastRequest,
-              (404, 409, 422, 503), batched=True),
-    ),
-    "matching": (
-        Route("POST", "/recommend", "recommend", schemas.RecommendResponse, schemas.RecommendRequest),
-        Route("POST", "/audience", "audience", schemas.AudienceResponse, schemas.AudienceRequest, (404, 422, 503)),
-    ),
-    "location": (
-        Route("POST", "/recommend", "recommend", schemas.SitesResponse, schemas.SitesRequest, (404, 409, 422, 503)),
-        Route("GET", "/cities", "cities", schemas.CitiesResponse, statuses=(503,)),
-        Route("GET", "/map", "map", schemas.CityMapResponse, schemas.CityMapRequest, (404, 422, 503)),
-    ),
-}
-INVOCATIONS = Route("POST", "/invocations", "invocations", None, statuses=(404, 409, 422, 503), batched=True)
+def operations(family: str) -> tuple[Operation, ...]:
+    """The family's operations (its package's models/<family>/api.py) and /invocations."""
+    return (*api_of(family).operations, INVOCATIONS)
+
+
+def api_of(family: str):
+    return registered(family).api()
+
 
 _replica: dict[str, Any] = {}
 
@@ -62,13 +44,13 @@ def serving_replica() -> Any:
     return _replica["self"]
 
 
-def _endpoint(route: Route):
+def _endpoint(route: Operation):
     """The FastAPI endpoint of a route: the validated request, as JSON, to the replica."""
 
     async def call(payload: dict) -> Any:
         return http.answer(await serving_replica().answer(route, payload))
 
-    if route is INVOCATIONS:
+    if route == INVOCATIONS:
         async def endpoint(payload: dict[str, Any]):
             return await call(payload)
     elif route.request is None:
@@ -80,23 +62,23 @@ def _endpoint(route: Route):
     else:
         async def endpoint(request: route.request):
             return await call(request.model_dump(mode="json"))
-    endpoint.__name__ = route.operation
+    endpoint.__name__ = route.name
     return endpoint
 
 
 def family_api(family: str) -> FastAPI:
     """The FastAPI app of one family: its routes and /invocations, behind the API keys."""
     api = http.new_api(f"Quanyu {family}")
-    for route in (*ROUTES[family], INVOCATIONS):
+    for route in operations(family):
         extra = {}
-        if route is INVOCATIONS:
+        if route == INVOCATIONS:
             extra = {"openapi_extra": {"requestBody": schemas.invocations_body(family)},
                      "summary": f"{family.title()} Invocations"}
         api.add_api_route(route.path, _endpoint(route), methods=[route.method],
                           response_model=route.response,
                           dependencies=[Depends(http.require_key)],
                           responses=http.responses(*route.statuses, body=route.method == "POST"),
-                          operation_id=f"{route.operation}_{family}", **extra)
+                          operation_id=f"{route.name}_{family}", **extra)
     return api
 
 

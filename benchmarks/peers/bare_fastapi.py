@@ -9,7 +9,8 @@ import os
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from serving import handlers, schemas
+from models.demand.api import ForecastRequest, forecast as answer_forecast
+from models.matching.api import RecommendRequest, recommend as answer_recommend
 from serving.families import FamilyModel
 
 app = FastAPI()
@@ -20,12 +21,12 @@ for _model in _models.values():
 
 
 @app.post("/v1/demand/forecast")
-def forecast(request: schemas.ForecastRequest):
-    status, body = handlers.forecast(_models["demand"].current, request.model_dump(mode="json"))
+def forecast(request: ForecastRequest):
+    status, body = answer_forecast(_models["demand"].current, request.model_dump(mode="json"))
     return JSONResponse(body, status_code=status)
 
 
 @app.post("/v1/matching/recommend")
-def recommend(request: schemas.RecommendRequest):
-    status, body = handlers.recommend(_models["matching"].current, request.model_dump(mode="json"))
+def recommend(request: RecommendRequest):
+    status, body = answer_recommend(_models["matching"].current, request.model_dump(mode="json"))
     return JSONResponse(body, status_code=status)

@@ -6,8 +6,7 @@ import json
 
 import click
 
-from jobs.cli.common import cli, gates, refusing, runtime_of
-from models.families import FAMILIES
+from jobs.cli.common import FamilyName, cli, gates, refusing, runtime_of
 
 
 @cli.group("models")
@@ -21,7 +20,7 @@ def _client(ctx):
     return MlflowClient(runtime_of(ctx, None).tracking_uri)
 
 
-_family_arg = click.argument("family", type=click.Choice(list(FAMILIES)))
+_family_arg = click.argument("family", type=FamilyName())
 
 
 

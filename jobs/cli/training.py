@@ -12,24 +12,35 @@ from jobs.runtime import ensure_ray
 from models.families import FAMILIES
 
 
-@cli.group()
+class FamilyCommands(click.Group):
+    """`quanyu train <family>`: one command per family of the registry (plugins included), made
+    when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(FAMILIES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return _train_command(name, FAMILIES[name].summary) if name in FAMILIES else None
+
+
+@cli.group(cls=FamilyCommands)
 def train() -> None:
     """Train a model family, evaluate it against its baselines and register a candidate."""
 
 
-def _train(ctx: click.Context, family: str, lake: str | None, config_path: str | None, **options) -> None:
-    """Train one family, register its candidate and print the headline metrics. `options` go to
-    the family's job (demand: as_of)."""
-    from jobs.families import FAMILY_JOBS
+def _train(ctx: click.Context, name: str, lake: str | None, config_path: str | None, as_of=None) -> None:
+    """Train one family, register its candidate and print the headline metrics."""
+    from jobs import train as job
+    from models.families import family
 
-    spec = FAMILY_JOBS[family]
+    spec = family(name)
     with refusing(ValueError):
         config, path = spec.config(config_path)
     runtime = runtime_of(ctx, lake)
     ensure_ray(runtime)
-    result = spec.job().main(config, runtime.lake, runtime.tracking_uri, config_path=path,
-                             artifact_root=runtime.artifact_root, **options)
-    click.echo(f"registered quanyu-{family} version {result.version} (alias candidate), run {result.run_id}, "
+    result = job.main(name, config, runtime.lake, runtime.tracking_uri, config_path=path,
+                      artifact_root=runtime.artifact_root, as_of=as_of)
+    click.echo(f"registered quanyu-{name} version {result.version} (alias candidate), run {result.run_id}, "
                f"{spec.date_word} {result.origin}, {result.seconds} s")
     width = max(len(k) for k in spec.headline) + 2
     for key in spec.headline:
@@ -37,53 +48,34 @@ def _train(ctx: click.Context, family: str, lake: str | None, config_path: str |
             click.echo(f"  {key:<{width}} {result.metrics[key]:.4f}")
     from mlflow import MlflowClient
 
-    tags = MlflowClient(runtime.tracking_uri).get_model_version(f"quanyu-{family}", result.version).tags
+    tags = MlflowClient(runtime.tracking_uri).get_model_version(f"quanyu-{name}", result.version).tags
     if tags.get("below_baseline"):
-        click.echo(f"warning: quanyu-{family} v{result.version} does not beat its baselines ({tags['below_baseline']}); "
+        click.echo(f"warning: quanyu-{name} v{result.version} does not beat its baselines ({tags['below_baseline']}); "
                    "the version is tagged below_baseline and the retrain's gate would refuse it", err=True)
-    click.echo(f"next: quanyu models promote {family} {result.version}   (make it the champion that serving and "
+    click.echo(f"next: quanyu models promote {name} {result.version}   (make it the champion that serving and "
                f"predict use; or pass --alias candidate to try it first)")
 
 
-def _train_command(family: str, summary: str):
-    @train.command(family, help=summary)
+def _train_command(name: str, summary: str) -> click.Command:
+    @click.command(name, help=summary + " With --as-of, a backtest's model: trained on the days up to that day only.")
     @lake_option
     @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-                  help=f"Family config [default: configs/{family}.yaml when present, else built-in defaults].")
+                  help=f"Family config [default: configs/{name}.yaml when present, else built-in defaults].")
+    @click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None,
+                  help="The lake as it was on this day (YYYY-MM-DD): later days are not read [default: "
+                       "the lake's last day].")
     @click.pass_context
-    def command(ctx, lake, config_path) -> None:
-        _train(ctx, family, lake, config_path)
+    def command(ctx, lake, config_path, as_of) -> None:
+        _train(ctx, name, lake, config_path, as_of.date() if as_of else None)
 
     return command
-
-
-as_of_option = click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None,
-                            help="The lake as it was on this day (YYYY-MM-DD): later days are not read [default: "
-                                 "the lake's last day].")
-
-
-@train.command("demand")
-@lake_option
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Family config [default: configs/demand.yaml when present, else built-in defaults].")
-@as_of_option
-@click.pass_context
-def train_demand(ctx, lake, config_path, as_of) -> None:
-    """Demand: units per store × SKU × day, 28 days ahead, with P10/P90. With --as-of, a backtest's
-    model: trained on the days up to that day only."""
-    _train(ctx, "demand", lake, config_path, **({"as_of": as_of.date()} if as_of else {}))
-
-
-train_matching = _train_command(
-    "matching", "Matching: candidates from seven sources, a LambdaRank ranker, audiences for new products.")
-train_location = _train_command(
-    "location", "Location: store revenue from site features; spatial CV; the site recommender's snapshot.")
 
 
 @cli.command("retrain")
 @lake_option
 @click.option("--date", "date", default=None, help="The day whose data arrived, YYYY-MM-DD [default: the lake's last raw day].")
-@click.option("--families", default=None, help=f"Comma-separated subset of {','.join(FAMILIES)} [default: configs/retrain.yaml's].")
+@click.option("--families", default=None, help="Comma-separated subset of the families (quanyu train --help lists "
+              "them) [default: configs/retrain.yaml's].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Retrain config with the promotion gates [default: configs/retrain.yaml].")
 @click.pass_context
@@ -98,10 +90,10 @@ def retrain_cmd(ctx, lake, date, families, config_path) -> None:
     chosen = None
     if families:
         chosen = [f.strip() for f in families.split(",") if f.strip()]
-        unknown = sorted(set(chosen) - set(job.FAMILY_JOBS))
+        unknown = sorted(set(chosen) - set(FAMILIES))
         if unknown or not chosen:
             raise click.BadParameter(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown) or '(none)'}; "
-                                     "choose from demand, matching, location", param_hint="--families")
+                                     f"choose from {', '.join(FAMILIES)}", param_hint="--families")
     runtime = runtime_of(ctx, lake)
     ensure_ray(runtime)
     try:

@@ -45,4 +45,6 @@ FAMILY = Family(
     date_word="origin",
     memory=Footprint("demand_daily", 2.0, 220.0),
     api_version=1, smoke_test=smoke_test, sanity=sanity,
+    api_ref="models.demand.api:API", training_ref="models.demand.training",
+    summary="Demand: units per store × SKU × day, 28 days ahead, with P10/P90.",
 )

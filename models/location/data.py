@@ -1,4 +1,5 @@
-"""What the location family reads from the lake, and the training table built from it."""
+"""What the location family learns from (its inputs, models/location/training.py), and the
+training table built from it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lake.contract import RAW_TABLES, complete
-from lake.store import Lake, LakeError
 from models.location.features import SiteFeatureSpec, extra_area_columns, member_areas, own_store_features, site_features
 
 
@@ -22,6 +21,7 @@ class LocationData:
     data_date: dt.date             # the lake's last day with sales
     daily: pd.DataFrame | None = None  # dt, store_id, revenue_net of offline stores (cannibalisation)
     truth: pd.DataFrame | None = None  # store_id, true_level (only for evaluation; generated lakes)
+    currency: str | None = None  # of every amount (the lake's settings.yaml); None: the default
 
     def trading_stores(self) -> pd.DataFrame:
         """Offline stores trading at the data date, with their site's position."""
@@ -29,38 +29,6 @@ class LocationData:
         recent = perf[pd.to_datetime(perf["last_dt"]) >= pd.Timestamp(self.data_date) - pd.Timedelta(days=30)]
         stores = self.stores[self.stores["store_id"].isin(recent["store_id"])]
         return stores[stores["lat"].notna() & stores["lon"].notna()].reset_index(drop=True)
-
-
-def read_location_data(lake: Lake, member_days: int = 365) -> LocationData:
-    """Read the tables the location family needs. Raises LakeError naming what is missing."""
-    for zone, table in (("raw", "candidate_sites"), ("raw", "stores"), ("curated", "store_performance")):
-        if not lake.files(zone, table):
-            hint = "run quanyu data merge first" if zone == "curated" else "the brand must provide it"
-            raise LakeError(f"the location family needs {zone}/{table} under {lake.root}; {hint}")
-    sites = complete(lake.read("raw", "candidate_sites"), RAW_TABLES["candidate_sites"]).to_pandas()
-    sites = sites.drop_duplicates("site_id").reset_index(drop=True)
-    stores = complete(lake.read("raw", "stores"), RAW_TABLES["stores"]).to_pandas()
-    stores = stores[stores["channel"] == "offline"].reset_index(drop=True)
-    performance = lake.read("curated", "store_performance").to_pandas()
-    if performance.empty:
-        raise LakeError("curated/store_performance has no offline store: the location model learns from "
-                        "the brand's own stores and needs at least a few")
-    data_date = pd.to_datetime(performance["last_dt"]).max().date()
-    members = online = None
-    if lake.files("raw", "members"):
-        members = complete(lake.read("raw", "members"), RAW_TABLES["members"]).to_pandas()[["member_id", "home_cell"]]
-    days = [d for d in lake.partitions("curated", "interactions") if d > data_date - dt.timedelta(days=member_days)]
-    if days:
-        frames = [lake.read("curated", "interactions", d).select(["member_id", "channel", "revenue"]).to_pandas()
-                  for d in days]
-        both = pd.concat(frames, ignore_index=True)
-        online = both[both["channel"] == "online"].groupby("member_id", as_index=False)["revenue"].sum()
-    daily = lake.read_all("curated", "store_daily", columns=["store_id", "channel", "revenue_net"]).to_pandas()
-    daily = daily[daily["channel"] == "offline"].drop(columns="channel")
-    truth = None
-    if lake.files("truth", "stores"):
-        truth = lake.read("truth", "stores").to_pandas()[["store_id", "true_level"]]
-    return LocationData(sites, stores, performance, members, online, data_date, daily, truth)
 
 
 def training_table(data: LocationData, spec: SiteFeatureSpec, min_trading_days: int) -> pd.DataFrame:

@@ -44,4 +44,6 @@ FAMILY = Family(
     date_word="data date",
     memory=Footprint("store_daily", 1.0, 10_000.0),
     api_version=1, smoke_test=smoke_test, sanity=sanity,
+    api_ref="models.location.api:API", training_ref="models.location.training",
+    summary="Location: store revenue from site features; spatial CV; the site recommender's snapshot.",
 )

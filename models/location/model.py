@@ -44,7 +44,9 @@ class SiteModel:
         t = config.training
         return cls(config.features.names(extra), dict(t.params), t.num_boost_round, t.seed)
 
-    def fit(self, table: pd.DataFrame) -> "SiteModel":
+    def fit(self, table: pd.DataFrame, smearing: float = 1.0) -> "SiteModel":
+        """Fit on the stores' log revenue; `smearing` (the cross-validation's Duan factor, the mean
+        of exp(out-of-fold residual)) takes predictions back from log revenue to revenue."""
         if len(table) < 3:
             raise ValueError(f"the location model needs at least 3 trading stores with history, found {len(table)}")
         params = {"verbose": -1, "seed": self.seed, "deterministic": True, "num_threads": 1,
@@ -52,6 +54,7 @@ class SiteModel:
         data = lgb.Dataset(design(table, self.names), np.log(table[TARGET].to_numpy(float).clip(min=1.0)),
                            categorical_feature=["format"], params={k: params[k] for k in ("min_data_in_bin", "max_bin", "verbose")})
         self.booster_ = lgb.train(params, data, self.num_boost_round)
+        self.smearing_ = smearing
         return self
 
     def predict_log(self, table: pd.DataFrame) -> np.ndarray:

@@ -42,4 +42,6 @@ FAMILY = Family(
     date_word="data date",
     memory=Footprint("interactions", 3.5, 215.0),
     api_version=1, smoke_test=smoke_test, sanity=sanity,
+    api_ref="models.matching.api:API", training_ref="models.matching.training",
+    summary="Matching: candidates from seven sources, a LambdaRank ranker, audiences for new products.",
 )

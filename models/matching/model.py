@@ -11,7 +11,6 @@ Training and evaluation use two cutoffs, each a snapshot built only from purchas
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +19,6 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from lake.contract import RAW_TABLES, complete
-from lake.store import Lake, LakeError
 from models.config import FamilyConfig
 from models.executor import Executor, Local
 from models.metrics import bootstrap_mean_difference
@@ -72,35 +69,6 @@ class MatchingData:
     products: pd.DataFrame
     data_date: dt.date
     truth: dict[str, Any] | None = None  # consumers, products, expected units per city × sku (oracle only)
-
-
-def read_matching_data(lake: Lake, days: int) -> MatchingData:
-    """The last `days` days of member purchases, the members and the catalogue (and truth/ when the
-    lake has it). Raises LakeError naming what is missing."""
-    partitions = lake.partitions("curated", "interactions")
-    if not partitions:
-        raise LakeError(f"no curated interactions under {lake.root}; run quanyu data merge first")
-    for table in ("members", "products"):
-        if not lake.files("raw", table):
-            raise LakeError(f"the matching family needs raw/{table} under {lake.root}")
-    data_date = partitions[-1]
-    wanted = [d for d in partitions if d > data_date - dt.timedelta(days=days)]
-    interactions = lake.read_all("curated", "interactions", columns=INTERACTION_COLUMNS, days=wanted).to_pandas()
-    if interactions.empty:
-        raise LakeError(f"no purchase of the last {days} days up to {data_date} is linked to a member, so the "
-                        "matching family has nothing to learn from: raw/identities links each channel's buyer ids "
-                        "(an online shop's platform, pos cards, phone hashes) to raw/members; quanyu data merge "
-                        "reports how many lines it linked per channel")
-    # the brand's own member columns too: a segment may be made of them (candidates.segment_by)
-    members = complete(lake.read("raw", "members"), RAW_TABLES["members"], keep_extra=True).to_pandas()
-    products = complete(lake.read("raw", "products"), RAW_TABLES["products"]).to_pandas()
-    truth = None
-    params = lake.table_dir("truth", "params") / "world.json"
-    if lake.files("truth", "consumers") and lake.files("truth", "products") and params.exists():
-        truth = {"consumers": lake.read("truth", "consumers").to_pandas(),
-                 "products": lake.read("truth", "products").to_pandas(), "lake": lake,
-                 "params": json.loads(params.read_text())}
-    return MatchingData(interactions, members, products, data_date, truth)
 
 
 # --- ranking metrics ---------------------------------------------------------------------------------
@@ -401,11 +369,12 @@ def oracle_rankings(data: MatchingData, state: MatchingState, members: np.ndarra
         return None
     params = data.truth["params"]
     consumers = data.truth["consumers"]
-    lake: Lake = data.truth["lake"]
-    days = [d for d in lake.partitions("truth", "expected_demand") if cutoff < d <= end]
-    if not days:
+    expected = data.truth.get("expected_demand")
+    if expected is None:
         return None
-    expected = lake.read_all("truth", "expected_demand", days=days).to_pandas()
+    expected = expected[(expected["dt"] > cutoff) & (expected["dt"] <= end)]
+    if expected.empty:
+        return None
     units = expected.groupby(["city", "sku_id"])["expected_units"].sum()
     truth_products = data.truth["products"].set_index("sku_id")
     aff = true_affinity(consumers, params)  # (consumers, combos)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from jobs.families import FAMILY_JOBS
+from models.families import FAMILIES
 from jobs.retrain import _train_all, memory_reservations
 
 GB = 2**30
@@ -32,7 +32,7 @@ def test_no_reservation_when_no_node_with_cpus_is_up_or_when_turned_off():
 
 
 def test_footprints_grow_with_the_rows_each_family_reads(tiny_lake):
-    for family, job in FAMILY_JOBS.items():
+    for family, job in FAMILIES.items():
         rows = tiny_lake.count_rows("curated", job.memory.table)
         assert rows == tiny_lake.read_all("curated", job.memory.table).num_rows > 0, family
         assert job.memory.bytes(tiny_lake) == int(job.memory.base_gb * GB + job.memory.bytes_per_row * rows)

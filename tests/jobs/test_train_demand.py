@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from jobs import train_demand
+from jobs import train
 from models.demand.forecaster import DemandForecaster
 from tests.models.test_demand import FAST
 
@@ -23,7 +23,7 @@ KEYS = ("wrmsse", "wrmsse_seasonal_naive", "wrmsse_moving_average", "wrmsse_orac
 def trained(tiny_lake, ray_session, tmp_path_factory):
     home = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    result = train_demand.main(FAST, tiny_lake, uri, artifact_root=str(home / "mlartifacts"))
+    result = train.main("demand", FAST, tiny_lake, uri, artifact_root=str(home / "mlartifacts"))
     mlflow.set_tracking_uri(uri)
     return result, uri
 
@@ -96,14 +96,14 @@ def test_a_config_s_horizon_is_trained_gated_and_served_to_its_last_day(horizon,
     its own horizon (a 14-day model was refused for failing a 28-day request) and the API serves
     every day of it (a 56-day model could not be asked for days 29–56), saying the range beyond."""
     from jobs.promotion import sanity_problems
-    from serving import handlers
+    from models.demand.api import forecast
     from serving.families import FamilyModel
 
     # a small model: what is tested is the horizon's path from the config to the API, not accuracy
     config = FAST.model_copy(update={"features": FAST.features.model_copy(update={"horizon": horizon}),
                                      "training": FAST.training.model_copy(update={"num_boost_round": 15})})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = train_demand.main(config, tiny_lake, uri, artifact_root=str(tmp_path / "mlartifacts"))
+    result = train.main("demand", config, tiny_lake, uri, artifact_root=str(tmp_path / "mlartifacts"))
     model = FamilyModel("demand", uri, alias="candidate")
     model.check()
     loaded = model.current
@@ -113,10 +113,10 @@ def test_a_config_s_horizon_is_trained_gated_and_served_to_its_last_day(horizon,
     forecaster = loaded.predictor
     store = forecaster.panel_.series["store_id"].iat[0]
     sku = forecaster.panel_.series[forecaster.panel_.series["store_id"] == store]["sku_id"].iat[0]
-    status, body = handlers.forecast(loaded, {"store_id": store, "sku_ids": [sku]})
+    status, body = forecast(loaded, {"store_id": store, "sku_ids": [sku]})
     assert status == 200, body
     days = body["forecasts"][0]["days"]
     assert len(days) == horizon
     assert days[-1]["date"] == (forecaster.origin_ + dt.timedelta(days=horizon)).isoformat()
-    status, body = handlers.forecast(loaded, {"store_id": store, "sku_ids": [sku], "horizon_days": horizon + 1})
+    status, body = forecast(loaded, {"store_id": store, "sku_ids": [sku], "horizon_days": horizon + 1})
     assert status == 409 and f"1–{horizon}" in body["detail"], body  # valid, beyond this version

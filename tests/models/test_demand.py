@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.train_demand import read_demand_data
+from jobs.train import read
 from models.demand.config import DemandConfig
 from models.demand.evaluate import baselines, evaluate
 from models.demand.forecaster import DemandForecaster
@@ -24,7 +24,7 @@ WEEKLY = FAST.model_copy(update={"evaluation": FAST.evaluation.model_copy(update
 
 @pytest.fixture(scope="module")
 def demand_data(tiny_lake):
-    return read_demand_data(tiny_lake)
+    return read("demand", FAST, tiny_lake)
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,7 @@ def test_a_lake_with_only_required_columns_and_no_truth_trains(raw_copy, ray_ses
             for f in raw_copy.files("raw", name, day):
                 pq.write_table(pq.read_table(f, columns=list(spec.required_columns)), f)
     assert merge.main(merge.MergeConfig(), raw_copy).exit_code == 0
-    data, truth = read_demand_data(raw_copy)
+    data, truth = read("demand", FAST, raw_copy)
     assert truth is None and data.prices is None
     evaluation, last = evaluate(data, FAST, truth)
     assert "wrmsse_oracle" not in evaluation.metrics
@@ -248,19 +248,23 @@ def test_only_the_evaluated_days_of_truth_are_read(tiny_lake, demand_data):
     """The oracle is scored on the evaluation's holdout days only; reading all of truth cost
     2 GB more at medium scale. The days read must be exactly the days the holdouts cover (the
     horizon after the first origin to the lake's end), with the same values as reading everything."""
-    from jobs.train_demand import evaluated_days
+    import dataclasses
 
-    data, everything = demand_data
+    from jobs import catalogue
+    from models.demand.training import evaluated_days, inputs
+
+    data, _ = demand_data
     days = evaluated_days(DemandConfig())
     assert days == 2 * 28  # two origins a horizon apart (configs/demand.yaml)
     assert evaluated_days(WEEKLY) == 28 + 3 * 7  # four a week apart, each scored 28 days ahead
-    _, recent = read_demand_data(tiny_lake, truth_days=days)
+    spec = inputs(DemandConfig())["truth"]
+    assert spec.days == days
+    recent, covered = catalogue.read_input(tiny_lake, spec)
+    everything, _ = catalogue.read_input(tiny_lake, dataclasses.replace(spec, days=None))
     last = max(data.demand["dt"])
-    assert sorted(recent["dt"].unique()) == [last - dt.timedelta(days=k) for k in range(days - 1, -1, -1)]
+    assert covered == sorted(recent["dt"].unique()) == [last - dt.timedelta(days=k) for k in range(days - 1, -1, -1)]
     expected = everything[everything["dt"] > last - dt.timedelta(days=days)].reset_index(drop=True)
     pd.testing.assert_frame_equal(recent.reset_index(drop=True), expected)
-    _, none = read_demand_data(tiny_lake, with_truth=False)
-    assert none is None
 
 
 def test_the_blend_with_the_simple_forecasts_is_chosen_on_the_backtest_and_kept_when_saved(fitted, tmp_path):
@@ -307,12 +311,12 @@ def test_a_model_fits_in_a_process_without_a_ray_cluster(tiny_lake):
 
     code = f"""
 import ray
-from jobs.train_demand import read_demand_data
+from jobs.train import read
 from lake.store import Lake
 from models.demand.forecaster import DemandForecaster
 from tests.models.test_demand import FAST
 
-data, _ = read_demand_data(Lake({str(tiny_lake.root)!r}))
+data, _ = read("demand", FAST, Lake({str(tiny_lake.root)!r}))
 config = FAST.model_copy(update={{"training": FAST.training.model_copy(update={{"num_boost_round": 10}})}})
 model = DemandForecaster(config).fit(data)
 assert not ray.is_initialized()

@@ -50,11 +50,12 @@ def two_node_cluster(ray_session, serve_ingress):
 def test_data_parallel_on_two_nodes_matches_one_worker(tiny_lake, two_node_cluster):
     import ray
 
-    from jobs.train_demand import read_demand_data
+    from jobs.train import read
+    from models.demand.config import DemandConfig
     from models.executor import OnRay
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    data, _ = read_demand_data(tiny_lake)
+    data, _ = read("demand", DemandConfig(), tiny_lake)
     origin = max(data.demand["dt"]) - dt.timedelta(days=28)
     history = data.demand[data.demand["dt"] <= origin]
     holdout = data.demand[data.demand["dt"] > origin].copy()

@@ -15,15 +15,16 @@ from __future__ import annotations
 import pytest
 
 from jobs.tracking import REPO
-from jobs.train_demand import read_demand_data
+from jobs.train import read
 from models.demand.config import DemandConfig
 from models.demand.evaluate import evaluate
 
 
 @pytest.mark.heavy
 def test_quality_bars_on_the_small_lake(small_lake):
-    data, truth = read_demand_data(small_lake)
-    evaluation, _ = evaluate(data, DemandConfig.from_yaml(REPO / "configs" / "demand.yaml"), truth)
+    config = DemandConfig.from_yaml(REPO / "configs" / "demand.yaml")
+    data, truth = read("demand", config, small_lake)
+    evaluation, _ = evaluate(data, config, truth)
     m = evaluation.metrics
     assert m["wrmsse"] <= 0.75 * m["wrmsse_seasonal_naive"], m
     assert m["wrmsse"] <= 1.15 * m["wrmsse_oracle"], m

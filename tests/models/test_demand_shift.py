@@ -19,13 +19,13 @@ import datetime as dt
 import pytest
 
 from jobs.tracking import REPO
-from jobs.train_demand import read_demand_data
+from jobs.train import read
 from models.demand.config import DemandConfig
 from models.demand.evaluate import evaluate
 
 
 def _shifted(lake, days: int, shifted_days: int, factor: float):
-    data, _ = read_demand_data(lake)
+    data, _ = read("demand", DemandConfig(), lake)
     last = max(data.demand["dt"])
     demand = data.demand[data.demand["dt"] > last - dt.timedelta(days=days)].copy()
     later = demand["dt"] > last - dt.timedelta(days=shifted_days)

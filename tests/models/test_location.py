@@ -12,12 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.train_location import build_recommender
+from jobs.train import read
 from models.location.config import CannibalisationConfig, LocationConfig
-from models.location.data import read_location_data, training_table
+from models.location.data import training_table
 from models.location.features import haversine_km, neighbourhood_sums
 from models.location.model import evaluate, ndcg_at, spatial_folds
 from models.location.pyfunc import score_sites
+from models.location.training import build_recommender
 from models.location.recommender import (CityPlan, InfeasibleRequest, RecommendError, SiteRecommender, UnknownCity,
                                          coverage_matrix, greedy_coverage, greedy_net_gain)
 
@@ -26,7 +27,7 @@ CONFIG = LocationConfig()
 
 @pytest.fixture(scope="module")
 def tiny_location(tiny_lake):
-    data = read_location_data(tiny_lake)
+    data = read("location", CONFIG, tiny_lake)
     table = training_table(data, CONFIG.features, CONFIG.training.min_trading_days)
     return data, table
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from jobs.tracking import REPO
+from jobs.train import read
 from models.location.config import LocationConfig
-from models.location.data import read_location_data, training_table
+from models.location.data import training_table
 from models.location.features import extra_area_columns
 from models.location.model import evaluate
 
@@ -18,7 +19,7 @@ from models.location.model import evaluate
 @pytest.mark.heavy
 def test_quality_bars_on_the_chain_lake(chain_lake):
     config = LocationConfig.from_yaml(REPO / "configs" / "location.yaml")
-    data = read_location_data(chain_lake, config.features.member_days)
+    data = read("location", config, chain_lake)
     table = training_table(data, config.features, config.training.min_trading_days)
     assert len(table) >= 400 and table["city"].nunique() == 30
     m = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites)).metrics
@@ -36,7 +37,7 @@ def test_cannibalisation_is_estimated_near_the_generator_s_share_model(chain_lak
 
     from models.location.cannibalisation import estimate
 
-    data = read_location_data(chain_lake)
+    data = read("location", LocationConfig(), chain_lake)
     found = estimate(data.stores, data.daily)
     assert found is not None and found.events >= 100
     assert found.rmse < found.rmse_without  # the share model explains part of the neighbours' changes

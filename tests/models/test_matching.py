@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.train_matching import build_recommender, history_days
-from models.matching.model import (MatchingConfig, fit_ranker, purchases_between, ranking_metrics,
-                                   read_matching_data, top_k_per_member)
+from jobs.train import read
+from models.matching.model import MatchingConfig, fit_ranker, purchases_between, ranking_metrics, top_k_per_member
 from models.matching.pyfunc import recommend_rows
 from models.matching.recommender import MatchingError, MatchingRecommender
 from models.matching.state import AVAILABILITY, SOURCES, CandidateSpec, MatchingState
+from models.matching.training import build_recommender
 
 FAST = MatchingConfig.model_validate({"training": {"num_boost_round": 30, "max_members": 600, "member_batch": 300,
                                                    "params": {"objective": "lambdarank", "min_data_in_leaf": 20}},
@@ -24,7 +24,7 @@ FAST = MatchingConfig.model_validate({"training": {"num_boost_round": 30, "max_m
 
 @pytest.fixture(scope="module")
 def data(tiny_lake):
-    return read_matching_data(tiny_lake, history_days(FAST))
+    return read("matching", FAST, tiny_lake)
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 
 from jobs.tracking import REPO
-from jobs.train_matching import history_days
-from models.matching.model import MatchingConfig, evaluate, read_matching_data
+from jobs.train import read
+from models.matching.model import MatchingConfig, evaluate
 
 
 @pytest.mark.heavy
 def test_quality_bars_on_the_small_lake(small_lake):
     config = MatchingConfig.from_yaml(REPO / "configs" / "matching.yaml")
-    data = read_matching_data(small_lake, history_days(config))
+    data = read("matching", config, small_lake)
     m = evaluate(data, config).metrics
     assert m["ndcg_at_10"] >= 1.5 * m["ndcg_at_10_popularity"], m
     assert m["ndcg_at_10"] >= 0.8 * m["ndcg_at_10_oracle"], m

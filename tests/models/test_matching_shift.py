@@ -20,16 +20,19 @@ import numpy as np
 import pandas as pd
 
 from jobs.tracking import REPO
-from jobs.train_matching import build_recommender, history_days
-from models.matching.model import (MatchingConfig, evaluate, purchases_between, ranking_metrics_each,
-                                   read_matching_data)
+from jobs import catalogue
+from models.matching import training
+from models.matching.model import MatchingConfig, evaluate, purchases_between, ranking_metrics_each
+from models.matching.training import build_recommender
 
 LATER_DAYS = 14
 
 
 def test_without_personal_signal_the_family_as_served_does_not_lose_to_recent_popularity(tiny_lake, ray_session):
     config = MatchingConfig.from_yaml(REPO / "configs" / "matching.yaml")
-    data = read_matching_data(tiny_lake, history_days(config) + LATER_DAYS)
+    inputs = training.inputs(config)  # LATER_DAYS more than the family reads: the days after its cutoff
+    inputs["interactions"] = dataclasses.replace(inputs["interactions"], days=inputs["interactions"].days + LATER_DAYS)
+    data = training.prepare(catalogue.read(tiny_lake, inputs), config)
     shuffled = data.interactions.assign(
         member_id=np.random.default_rng(0).permutation(data.interactions["member_id"].to_numpy()))
     cutoff = data.data_date - dt.timedelta(days=LATER_DAYS)

@@ -10,7 +10,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from jobs import train_demand, train_location, train_matching
+from jobs import train
 from jobs.processes import free_port
 from models.location.config import LocationConfig
 from models.registry import set_alias
@@ -35,9 +35,8 @@ def registry(tiny_lake, ray_session, tmp_path_factory):
     home = tmp_path_factory.mktemp("serving")
     uri = f"sqlite:///{home / 'mlflow.db'}"
     artifacts = str(home / "mlartifacts")
-    runs = {"demand": train_demand.main(DEMAND_FAST, tiny_lake, uri, artifact_root=artifacts),
-            "matching": train_matching.main(MATCHING_FAST, tiny_lake, uri, artifact_root=artifacts),
-            "location": train_location.main(LocationConfig(), tiny_lake, uri, artifact_root=artifacts)}
+    runs = {family: train.main(family, config, tiny_lake, uri, artifact_root=artifacts)
+            for family, config in (("demand", DEMAND_FAST), ("matching", MATCHING_FAST), ("location", LocationConfig()))}
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     for family in runs:

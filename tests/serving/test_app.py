@@ -543,19 +543,19 @@ def test_the_default_ingress_is_haproxy_where_installed_else_the_proxy_with_a_no
     assert resolve_ingress("auto", cluster) == ("haproxy", None)
 
 
-def test_quanyu_serve_applies_the_deployment_options_of_serve_yaml():
+def test_quanyu_serve_applies_thedeployment_options_of_serve_yaml():
     from jobs.serve import serve_config
-    from serving.app import _deployment_options
+    from serving.app import deployment_options
 
     config = serve_config()
-    options = _deployment_options(config["deployments"])
+    options = deployment_options(config["deployments"])
     assert options["Family-demand"]["autoscaling_config"]["max_replicas"] >= 1
     assert options["Root"]["max_ongoing_requests"] == 64
     assert config["env_vars"]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     with pytest.raises(ValueError, match="no deployment named 'Family-stock'"):
-        _deployment_options({"Family-stock": {}})
+        deployment_options({"Family-stock": {}})
     with pytest.raises(ValueError, match="does not apply: max_replicas"):
-        _deployment_options({"Root": {"max_replicas": 3}})
+        deployment_options({"Root": {"max_replicas": 3}})
 
 
 def _exported(port: int) -> dict[tuple[str, str, str], float]:
@@ -601,7 +601,7 @@ def test_per_endpoint_latency_and_status_counts_are_exported(server):
         counts = {k: v for k, v in seen.items() if k[0].startswith("ray_quanyu_requests_total")}
         batches = {k[0].rsplit("_", 1)[1]: v for k, v in seen.items()
                    if k[0] in ("ray_serve_actual_batch_size_sum", "ray_serve_actual_batch_size_count")
-                   and k[1] == "Family-demand" and k[2].endswith("forecasts")}
+                   and k[1] == "Family-demand" and k[2].endswith("batched")}
         return (any(k[1] == "/v1/demand/forecast" and k[2] == "200" and v >= 3 for k, v in counts.items())
                 and any(k[1] == "/v1/matching/recommend" and k[2] == "422" for k in counts)
                 # more requests than batches: some batch held several forecasts

@@ -1,12 +1,14 @@
-"""A family's HTTP app made from its route table (serving/routes.py), without Ray: what a fourth
-family costs in serving, and the rules every app shares (serving/http.py) on a real uvicorn
-server."""
+"""A family's HTTP app made from the API its package declares (models/api.py), without Ray: what a
+fourth family costs in serving, and the rules every app shares (serving/http.py) on a real
+uvicorn server."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -14,8 +16,9 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs.processes import free_port
-from serving import app, families, handlers, http, routes, schemas
-from serving.routes import Route
+from models.api import FamilyApi, Invocations, Operation
+from models.families import FAMILIES as REGISTRY
+from serving import app, families, http, routes
 
 KEY = "stock-key-0123456789"
 
@@ -31,41 +34,42 @@ class LevelResponse(BaseModel):
     units: float
 
 
-def level(loaded, request: dict) -> tuple[int, dict]:
-    if request["sku_id"] not in loaded:
+def level(served, request: dict) -> tuple[int, dict]:
+    if request["sku_id"] not in served.predictor:
         return 404, {"detail": f"unknown SKU {request['sku_id']!r}"}
-    return 200, {"model_version": "7", "sku_id": request["sku_id"], "units": loaded[request["sku_id"]]}
+    return 200, {"model_version": served.version, "sku_id": request["sku_id"], "units": served.predictor[request["sku_id"]]}
+
+
+API = FamilyApi((Operation("GET", "/level", "level", level, LevelResponse, LevelQuery, (404, 422, 503)),),
+                Invocations({"type": "object", "required": ["sku_id"], "properties": {"sku_id": {"type": "string"}}},
+                            check=lambda predictor, rows: rows, row_per_row=True))
+STOCK = dataclasses.replace(REGISTRY["demand"], name="stock", api_ref=f"{__name__}:API")
 
 
 class Replica:
     """What FamilyServer does with a route, over a dict for a model."""
 
     def __init__(self, model: dict) -> None:
-        self.model = model
+        self.served = SimpleNamespace(version="7", predictor=model, pyfunc=None)
 
-    async def answer(self, route: Route, request: dict) -> tuple[int, dict]:
-        return handlers.ROUTES[("stock", route.operation)](self.model, request)
+    async def answer(self, route, request: dict) -> tuple[int, dict]:
+        return route.handler(self.served, request)
 
 
 @pytest.fixture
 def stock(monkeypatch):
-    """A fourth family, `stock`, as serving sees one: the family list, one route, its handler and
-    the row schema of its /invocations. Nothing else in serving changes."""
-    monkeypatch.setattr(families, "FAMILIES", (*families.FAMILIES, "stock"))
-    monkeypatch.setitem(routes.ROUTES, "stock", (Route("GET", "/level", "level", LevelResponse, LevelQuery,
-                                                       (404, 422, 503)),))
-    monkeypatch.setitem(handlers.ROUTES, ("stock", "level"), level)
-    monkeypatch.setitem(schemas.ROW_SCHEMAS, "stock", {"type": "object", "required": ["sku_id"],
-                                                       "properties": {"sku_id": {"type": "string"}}})
-    monkeypatch.setattr(app, "_document", {})  # the root's document is built again, with the new family
+    """A fourth family, `stock`, as serving sees one: an entry in the registry whose API (one
+    operation, its handler, the row schema of its /invocations) is declared here. Nothing in
+    serving changes."""
+    monkeypatch.setitem(REGISTRY, "stock", STOCK)
 
 
-def test_a_fourth_family_is_one_route_table_entry_away_from_an_application(stock):
+def test_a_fourth_family_is_one_registry_entry_away_from_an_application(stock):
     built = {name: (prefix, application._bound_deployment.name)
              for name, prefix, application in app.applications({"tracking_uri": "sqlite:///x.db", "key_digests": ["d"]})}
     assert built["quanyu-stock"] == ("/v1/stock", "Family-stock")
-    assert app._deployment_options({"Family-stock": {"num_replicas": 2}}) == {"Family-stock": {"num_replicas": 2}}
-    document = app._openapi()
+    assert app.deployment_options({"Family-stock": {"num_replicas": 2}}) == {"Family-stock": {"num_replicas": 2}}
+    document = app.openapi_document()
     level_op = document["paths"]["/v1/stock/level"]["get"]
     assert {"401", "404", "422", "503"} <= set(level_op["responses"]) and "400" not in level_op["responses"]
     assert [p["name"] for p in level_op["parameters"]] == ["sku_id"]
@@ -74,10 +78,10 @@ def test_a_fourth_family_is_one_route_table_entry_away_from_an_application(stock
 
 
 def test_serving_s_applications_name_no_family():
-    """Which families exist is the registry's and the route table's business: the applications,
-    the shared HTTP rules and the app builders never name one."""
+    """Which families exist is the registry's business, what they answer their packages': serving
+    never names one."""
     serving = Path(__file__).resolve().parents[2] / "serving"
-    for module in ("app.py", "http.py"):
+    for module in ("app.py", "http.py", "routes.py", "handlers.py", "schemas.py", "families.py"):
         code = (serving / module).read_text()
         named = [f for f in families.FAMILIES if f'"{f}"' in code or f"'{f}'" in code]
         assert named == [], (module, named)
