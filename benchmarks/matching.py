@@ -23,7 +23,8 @@ import numpy as np
 from benchmarks.lake import PeakMemory
 from jobs.train import read
 from lake.store import Lake
-from models.matching.model import MatchingConfig, evaluate, fit_ranker, purchases_between, ranking_metrics
+from models.matching.config import MatchingConfig
+from models.matching.model import evaluate, fit_ranker, purchases_between, ranking_metrics
 from models.matching.state import MatchingState
 from models.matching.training import build_recommender
 

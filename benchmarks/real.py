@@ -122,14 +122,14 @@ def train_and_load(family: str, lake: Lake, work: Path, tracking_uri: str, say, 
     version's predictor (forecaster, recommender) as serving loads it, and the training seconds."""
     from jobs import train
     from models.families import family as registered
-    from models.registry import load_version
+    from models.registry import Registry
 
     config, _ = registered(family).config()
     started = time.monotonic()
     trained = train.main(family, config, lake, tracking_uri, artifact_root=str(work / "mlartifacts"))
     seconds = time.monotonic() - started
     say(f"{label}: {family} v{trained.version} trained in {seconds:.0f} s")
-    return load_version(family, tracking_uri, version=trained.version).predictor, seconds
+    return Registry(tracking_uri).load(family, version=trained.version).predictor, seconds
 
 
 # --- demand ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs.processes import free_port
+from jobs.processes import alive, free_port
 from jobs.runtime import CLUSTER_STATE, auth_env, cluster_state, private_token
 
 
@@ -34,27 +34,12 @@ def _ray() -> str:
     return found
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child, and it has ended
-            return False
-    except ChildProcessError:  # not our child: ask the system
-        pass
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-
 def up(config_path: Path, home: Path, port: int | None = None, timeout: float = 60.0) -> dict:
     """Start the head and the autoscaler; returns {"address", "pid", "log"} once the head answers."""
     import ray._private.services as services
 
     previous = cluster_state(home)
-    if previous and _alive(previous.get("pid")):
+    if previous and alive(previous.get("pid")):
         raise RuntimeError(f"a local cluster is already up at {previous['address']} (pid {previous['pid']}); "
                            "quanyu cluster down first")
     folder = home / "cluster"
@@ -131,14 +116,14 @@ def down(home: Path, grace: float = 3.0) -> str:
     # the head's `ray start --block` leads a process group: the GCS, the autoscaler and the
     # raylets the fake provider started are all in it
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        if not _alive(pid):
+        if not alive(pid):
             break
         try:
             os.killpg(pid, sig)
         except OSError:
             break
         deadline = time.monotonic() + wait
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.3)
     try:
         os.killpg(pid, signal.SIGKILL)  # stragglers of the group

@@ -2,7 +2,7 @@
 
 Steps:
 1. download the registered version (`models:/quanyu-demand@<alias>`, default champion) once and
-   load it as serving does (models.registry.load_version: the version's pyfunc and its
+   load it as serving does (models.registry.Registry.load: the version's pyfunc and its
    predictor contract, so batch and online answers of one version come from the same path); with `as_of`, rebuild its
    snapshot of recent history from the lake's curated demand up to that day (the origin becomes
    `as_of`: a backtest's forecasts, or a fresher lake's);
@@ -29,7 +29,7 @@ from jobs.runtime import quiet_data_context
 from lake.store import Lake, LakeError
 from models.demand.forecaster import DemandForecaster, lookback_days
 from models.metrics import series_scales, wrmsse
-from models.registry import load_local, load_version
+from models.registry import Registry, load_local
 
 
 @dataclass
@@ -49,7 +49,7 @@ class _ForecastBatch:
     """A Ray Data actor: loads the version once (from the folder of its subclass, see
     `_batches_from`; with `as_of`, moved to that day's history), forecasts batches of series."""
 
-    folder: str  # the version's artifacts, as load_version(download_to=…) copied them
+    folder: str  # the version's artifacts, as Registry.load(download_to=…) copied them
     history: str | None = None  # Parquet of the curated demand the snapshot is rebuilt from
     as_of: dt.date | None = None
 
@@ -78,7 +78,7 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        loaded = load_version("demand", tracking_uri, alias=alias, download_to=Path(tmp) / "version")
+        loaded = Registry(tracking_uri).load("demand", alias=alias, download_to=Path(tmp) / "version")
         version, forecaster = loaded.version, loaded.predictor
         model_origin = forecaster.origin_
         history = None

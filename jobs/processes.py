@@ -60,3 +60,19 @@ def stop_server(process: subprocess.Popen, leader_first: bool = False, grace: fl
             process.wait(grace)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def alive(pid: int | None) -> bool:
+    """Whether process `pid` runs: a child of ours that ended (a zombie) counts as gone."""
+    if not pid:
+        return False
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child, and it has ended
+            return False
+    except ChildProcessError:  # not our child: ask the system
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

@@ -10,7 +10,7 @@ import click
 
 from lake.settings import DEFAULT_CURRENCY
 from models.location.recommender import Recommendation, SiteRecommender
-from models.registry import load_version
+from models.registry import Registry
 
 CSV_COLUMNS = ("rank", "site_id", "lat", "lon", "predicted_revenue", "cannibalisation", "net_gain",
                "rent_per_sqm_month", "population", "covered_population", "forced", "reason_1", "reason_2", "reason_3")
@@ -22,7 +22,7 @@ def load_recommender(tracking_uri: str, alias: str, family: str = "location") ->
     from mlflow.exceptions import MlflowException
 
     try:
-        loaded = load_version(family, tracking_uri, alias=alias)
+        loaded = Registry(tracking_uri).load(family, alias=alias)
     except MlflowException as exc:
         hint = (f" (train one with quanyu train {family}; its alias is candidate until promoted: "
                 "--alias candidate)")

@@ -24,15 +24,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
-from jobs.promotion import Gate, default_gates, alias_version, decide, promote, refuse, sanity_problems, version_metrics
+from jobs.promotion import Gate, decide, default_gates, sanity_problems
 from lake.store import Lake
 from models.config import FamilyConfig
 from models.families import FAMILIES, plugin_env, family as known_family
-from models.registry import CHAMPION, registered_name
+from models.registry import CHAMPION, Registry
 
 EXIT_DONE, EXIT_REJECTED, EXIT_FAILED, EXIT_QUARANTINED = 0, 1, 2, 3
 Family = Annotated[str, AfterValidator(lambda name: known_family(name).name)]  # a family of the registry
@@ -160,7 +160,7 @@ def memory_reservations(estimates: dict[str, int], nodes: list[dict], mode: str 
     return {f: int(min(b, largest)) for f, b in estimates.items()} if largest else {}
 
 
-def _train_all(todo: list[str], args: dict[str, tuple], parallel: bool, on_done, memory: dict[str, int] | None = None,
+def train_all(todo: list[str], args: dict[str, tuple], parallel: bool, on_done, memory: dict[str, int] | None = None,
                task=None) -> None:
     """Run task(*args[family]) (default `_train_one`) for each family as a Ray task (all at once
     when parallel, else one after another), each reserving memory[family] bytes when given, and
@@ -223,7 +223,7 @@ def _holdout_one(family: str, config_json: str, lake_root: str) -> dict[str, flo
 
 
 def champion_on_fresh_holdout(family: str, champion: str, candidate_config, candidate_metrics: dict[str, float],
-                              lake: Lake, client, memory: int | None = None) -> tuple[dict[str, float], str]:
+                              lake: Lake, registry: Registry, memory: int | None = None) -> tuple[dict[str, float], str]:
     """The champion's metrics on the candidate's holdout, and how they were obtained.
 
     Each family's holdout is a backtest that refits its recipe (config + code) at past origins: a
@@ -235,7 +235,7 @@ def champion_on_fresh_holdout(family: str, champion: str, candidate_config, cand
     `memory`: what the re-scoring task reserves (the family's reservation: it refits the recipe)."""
     from jobs.tracking import git_commit
 
-    run = client.get_run(client.get_model_version(registered_name(family), champion).run_id)
+    run = registry.run_of(family, champion)
     logged = dict(run.data.metrics)
     recorded = run.data.tags.get("config")
     commit = run.data.tags.get("git_commit", "unknown")
@@ -258,39 +258,36 @@ def gate_candidate(family: str, version: str, metrics: dict[str, float], gate: G
     """Load the candidate as serving would, sanity-check it, compare with the champion scored on
     the same holdout (when `config` and `lake` are given), and move the alias (or tag the refusal)."""
     import mlflow
-    from mlflow import MlflowClient
 
-    from models.registry import load_version
-
-    client = MlflowClient(tracking_uri)
+    registry = Registry(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     outcome = FamilyOutcome(family, version=version, metrics=metrics)
-    champion = alias_version(client, family, CHAMPION)
+    champion = registry.version(family, CHAMPION)
     if champion == version:
         outcome.status, outcome.reason = "promoted", "already the champion"
         return outcome
     champion_metrics, basis = None, ""
     if champion and config is not None and lake is not None:
         try:
-            champion_metrics, basis = champion_on_fresh_holdout(family, champion, config, metrics, lake, client,
+            champion_metrics, basis = champion_on_fresh_holdout(family, champion, config, metrics, lake, registry,
                                                                 memory)
         except Exception as exc:  # its run deleted, its config no longer valid: fall back, and say so
-            champion_metrics = version_metrics(client, family, champion)
+            champion_metrics = registry.metrics(family, champion)
             basis = f"its logged holdout (could not re-score: {_first_line(exc)[:120]})"
     elif champion:
-        champion_metrics = version_metrics(client, family, champion)
+        champion_metrics = registry.metrics(family, champion)
     try:
-        problems = sanity_problems(family, load_version(family, version=version).predictor)
+        problems = sanity_problems(family, registry.load(family, version=version).predictor)
     except Exception as exc:
         problems = [f"the registered version does not load: {_first_line(exc)}"]
     decision = decide(gate, metrics, champion_metrics, champion, problems, basis)
     outcome.champion_version, outcome.champion_metric = champion, decision.champion_metric
     outcome.reason = decision.reason
     if decision.promote:
-        promote(client, family, version, decision.reason, by="retrain")
+        registry.promote(family, version, decision.reason, by="retrain")
         outcome.status = "promoted"
     else:
-        refuse(client, family, version, decision.reason)
+        registry.refuse(family, version, decision.reason)
         outcome.status = "refused"
     return outcome
 
@@ -350,11 +347,7 @@ def latest_raw_day(lake: Lake) -> dt.date | None:
 def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date: dt.date | None = None,
          families: list[str] | None = None, artifact_root: str | None = None, say=None) -> RetrainResult:
     """Run (or finish) the daily retrain for `date`. Ray must be initialised."""
-    import mlflow
-
-    from jobs import merge
     from lake.contract import FACT_TABLES
-    from models.registry import use_experiment
 
     started = time.monotonic()
     say = say or (lambda line: print(f"retrain: {line} [{time.monotonic() - started:.0f} s]", file=sys.stderr,
@@ -368,9 +361,20 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
                           "online_orders / pos_transactions partitions first")
         return result
     state = State(home / "retrain" / f"{date}.json")
+    if _validate(config, lake, date, state, result, say) and _merge(lake, result, say):
+        plan = _plan(config, lake, families, state, result)
+        with _parent_run(tracking_uri, artifact_root, date, state, result) as parent:
+            mlflow_tags = {"retrain_date": str(date), "families": ",".join(families), "data_digest": plan.data}
+            _train_and_gate(plan, config, lake, tracking_uri, artifact_root, parent, mlflow_tags, result, say)
+            result.families = {f: result.families[f] for f in families if f in result.families}  # the asked order
+            _record(result)
+    result.steps["total"] = round(time.monotonic() - started, 1)
+    return result
 
-    # 1. validate every day the merge is about to take (new and backfilled days, and the date)
-    #    with the dimension tables; quarantine the fact partitions that fail
+
+def _validate(config: RetrainConfig, lake: Lake, date: dt.date, state: State, result: RetrainResult, say) -> bool:
+    """1. Validate every day the merge is about to take (new and backfilled days, and the date)
+    with the dimension tables; quarantine the fact partitions that fail. False: stop here."""
     t0 = time.monotonic()
     checked = _validate_pending(lake, date, state)
     if checked is None:
@@ -382,28 +386,50 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
         if checked.rejected:
             result.exit_code = EXIT_REJECTED
             result.message = "the lake was rejected: " + _named(checked.violations)
-            return result
+            return False
         if result.quarantined and config.on_quarantine == "stop":
             result.exit_code = EXIT_QUARANTINED
             result.message = (f"stopped before the merge: {len(result.quarantined)} partition(s) failed validation "
                               "and were quarantined, so no model learns from them and no alias moves; re-land "
                               "those days fixed and run again, or run again to go on without them")
             result.steps["validate"] = round(time.monotonic() - t0, 1)
-            return result
+            return False
     result.steps["validate"] = round(time.monotonic() - t0, 1)
+    return True
 
-    # 2. incremental merge (unchanged days are skipped by their fingerprints)
+
+def _merge(lake: Lake, result: RetrainResult, say) -> bool:
+    """2. The incremental merge (unchanged days are skipped by their fingerprints). False: it failed."""
+    from jobs import merge
+
     t0 = time.monotonic()
     merged = merge.main(merge.MergeConfig(), lake)
     if merged.exit_code:
         result.exit_code = EXIT_FAILED
         result.message = "merge failed: " + "; ".join(f"{k}: {v}" for k, v in merged.failed.items())
-        return result
+        return False
     result.merged_days = len(merged.merged)
     result.steps["merge"] = round(time.monotonic() - t0, 1)
     say(f"merged {len(merged.merged)} new or changed day(s), {merged.skipped} unchanged")
+    return True
 
-    # 3. which families still need work: not finished on these data with this config and code
+
+@dataclass
+class Plan:
+    """What the retrain trains: each family's config (and its file), the key of its data, config,
+    gate and code, the families finished earlier for this date (from the state file), and those
+    still to do."""
+
+    state: State
+    data: str  # the data digest
+    configs: dict[str, tuple[FamilyConfig, str | None]]
+    keys: dict[str, str]
+    finished: dict[str, dict]
+    todo: list[str]
+
+
+def _plan(config: RetrainConfig, lake: Lake, families: list[str], state: State, result: RetrainResult) -> Plan:
+    """3. Which families still need work: not finished on these data with this config and code."""
     from jobs.tracking import git_commit
 
     data = data_digest(lake)
@@ -420,8 +446,15 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
             result.resumed.append(f)
         else:
             todo.append(f)
+    return Plan(state, data, configs, keys, finished, todo)
 
-    # 4. the parent run (resumed when this date's run was interrupted)
+
+def _parent_run(tracking_uri: str, artifact_root: str | None, date: dt.date, state: State, result: RetrainResult):
+    """4. The parent run of the families' runs, resumed when this date's run was interrupted."""
+    import mlflow
+
+    from models.registry import use_experiment
+
     mlflow.set_tracking_uri(tracking_uri)
     use_experiment("quanyu-retrain", artifact_root)
     parent_id = state.get("parent_run_id")
@@ -429,57 +462,77 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
         parent = mlflow.start_run(run_id=parent_id) if parent_id else mlflow.start_run(run_name=f"retrain {date}")
     except Exception:
         parent = mlflow.start_run(run_name=f"retrain {date}")
-    with parent:
-        result.parent_run_id = parent.info.run_id
-        state.put("parent_run_id", parent.info.run_id)
-        mlflow.set_tags({"retrain_date": str(date), "families": ",".join(families), "data_digest": data})
-        t0 = time.monotonic()
+    result.parent_run_id = parent.info.run_id
+    state.put("parent_run_id", parent.info.run_id)
+    return parent
 
-        memory: dict[str, int] = {}  # each family's reservation, filled in before training starts
 
-        def finished_training(f: str, got) -> None:  # gate and record one family as soon as it is trained
-            if isinstance(got, Exception):
-                say(f"{f}: training failed: {_first_line(got)}")
-                result.families[f] = FamilyOutcome(f, status="failed", reason=_first_line(got))
-                return
-            say(f"{f}: trained v{got['version']} in {got['seconds']:.0f} s")
-            outcome = gate_candidate(f, got["version"], got["metrics"], config.gates[f], tracking_uri,
-                                     configs[f][0], lake, memory.get(f))
-            outcome.run_id, outcome.seconds = got["run_id"], got["seconds"]
-            result.families[f] = outcome
-            finished[f] = {**asdict(outcome), "key": keys[f]}
-            state.put("families", finished)
-            say(f"{f}: v{outcome.version} {outcome.status}: {outcome.reason}")
+@dataclass
+class Gatekeeper:
+    """Gates and records each family as soon as its training ends, while the others still train."""
 
-        if todo:
-            say(f"training {', '.join(todo)}" + (" in parallel as memory allows" if config.parallel and len(todo) > 1
-                                                 else ""))
-            tags = {"mlflow.parentRunId": parent.info.run_id, "retrain_date": str(date)}
-            args = {f: (f, configs[f][0].model_dump_json(), configs[f][1], str(lake.root), tracking_uri,
-                        artifact_root, tags) for f in todo}
-            memory.update(_reserve(todo, lake, config.reserve_memory, say))
-            _train_all(todo, args, config.parallel, finished_training, memory)
-        result.steps["train_and_gate"] = round(time.monotonic() - t0, 1)
-        result.families = {f: result.families[f] for f in families if f in result.families}  # the asked order
+    plan: Plan
+    config: RetrainConfig
+    lake: Lake
+    tracking_uri: str
+    result: RetrainResult
+    say: Callable[[str], None]
+    memory: dict[str, int] = field(default_factory=dict)  # each family's reservation
 
-        for f, outcome in result.families.items():
-            mlflow.set_tag(f"{f}.outcome", f"{outcome.status}: {outcome.reason}"[:4000])
-            mlflow.log_metric(f"{f}_promoted", float(outcome.status == "promoted"))
-            if outcome.seconds:
-                mlflow.log_metric(f"{f}_seconds", outcome.seconds)
-        mlflow.log_metrics({f"step_{k}_seconds": v for k, v in result.steps.items()})
-        mlflow.log_dict({"date": str(date), "quarantined": result.quarantined,
-                         "families": {f: asdict(o) for f, o in result.families.items()}}, "summary.json")
-        if any(o.status == "failed" for o in result.families.values()):
-            result.exit_code = EXIT_FAILED
-            result.message = "; ".join(f"{f} failed: {o.reason}" for f, o in result.families.items()
-                                       if o.status == "failed")
-        elif result.quarantined:
-            result.exit_code = EXIT_QUARANTINED
-            result.message = (f"{len(result.quarantined)} partition(s) quarantined; the families trained on "
-                              "the rest (on_quarantine: continue)")
-    result.steps["total"] = round(time.monotonic() - started, 1)
-    return result
+    def __call__(self, family: str, got) -> None:
+        if isinstance(got, Exception):
+            self.say(f"{family}: training failed: {_first_line(got)}")
+            self.result.families[family] = FamilyOutcome(family, status="failed", reason=_first_line(got))
+            return
+        self.say(f"{family}: trained v{got['version']} in {got['seconds']:.0f} s")
+        outcome = gate_candidate(family, got["version"], got["metrics"], self.config.gates[family], self.tracking_uri,
+                                 self.plan.configs[family][0], self.lake, self.memory.get(family))
+        outcome.run_id, outcome.seconds = got["run_id"], got["seconds"]
+        self.result.families[family] = outcome
+        self.plan.finished[family] = {**asdict(outcome), "key": self.plan.keys[family]}
+        self.plan.state.put("families", self.plan.finished)
+        self.say(f"{family}: v{outcome.version} {outcome.status}: {outcome.reason}")
+
+
+def _train_and_gate(plan: Plan, config: RetrainConfig, lake: Lake, tracking_uri: str, artifact_root: str | None,
+                    parent, tags: dict, result: RetrainResult, say) -> None:
+    """5. Train the families still to do, each a Ray task, and gate each as it ends."""
+    import mlflow
+
+    mlflow.set_tags(tags)
+    t0 = time.monotonic()
+    if plan.todo:
+        say(f"training {', '.join(plan.todo)}" + (" in parallel as memory allows"
+                                                  if config.parallel and len(plan.todo) > 1 else ""))
+        run_tags = {"mlflow.parentRunId": parent.info.run_id, "retrain_date": tags["retrain_date"]}
+        args = {f: (f, plan.configs[f][0].model_dump_json(), plan.configs[f][1], str(lake.root), tracking_uri,
+                    artifact_root, run_tags) for f in plan.todo}
+        gatekeeper = Gatekeeper(plan, config, lake, tracking_uri, result, say)
+        gatekeeper.memory.update(_reserve(plan.todo, lake, config.reserve_memory, say))
+        train_all(plan.todo, args, config.parallel, gatekeeper, gatekeeper.memory)
+    result.steps["train_and_gate"] = round(time.monotonic() - t0, 1)
+
+
+def _record(result: RetrainResult) -> None:
+    """6. The outcomes on the parent run, and the exit code they make."""
+    import mlflow
+
+    for f, outcome in result.families.items():
+        mlflow.set_tag(f"{f}.outcome", f"{outcome.status}: {outcome.reason}"[:4000])
+        mlflow.log_metric(f"{f}_promoted", float(outcome.status == "promoted"))
+        if outcome.seconds:
+            mlflow.log_metric(f"{f}_seconds", outcome.seconds)
+    mlflow.log_metrics({f"step_{k}_seconds": v for k, v in result.steps.items()})
+    mlflow.log_dict({"date": result.date, "quarantined": result.quarantined,
+                     "families": {f: asdict(o) for f, o in result.families.items()}}, "summary.json")
+    if any(o.status == "failed" for o in result.families.values()):
+        result.exit_code = EXIT_FAILED
+        result.message = "; ".join(f"{f} failed: {o.reason}" for f, o in result.families.items()
+                                   if o.status == "failed")
+    elif result.quarantined:
+        result.exit_code = EXIT_QUARANTINED
+        result.message = (f"{len(result.quarantined)} partition(s) quarantined; the families trained on "
+                          "the rest (on_quarantine: continue)")
 
 
 def summary_lines(result: RetrainResult, gates: dict[str, Gate]) -> list[str]:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import requests
 
-from jobs.processes import free_port
+from jobs.processes import alive, free_port
 from jobs.runtime import Runtime, ensure_ray, ray_temp_dir
 from serving.http_limits import CALLBACK
 
@@ -124,16 +124,15 @@ def take_keys(home: Path) -> Keys:
 def with_alias(tracking_uri: str, alias: str) -> set[str]:
     """The families whose registered model has `alias` now: the ones serving must load before it
     counts as up (a family with no champion yet answers 503 until one is promoted)."""
-    from mlflow import MlflowClient
-
+    from models.registry import Registry
     from serving.families import FAMILIES
 
-    client, found = MlflowClient(tracking_uri), set()
+    registry, found = Registry(tracking_uri), set()
     for family in FAMILIES:
         try:
-            client.get_model_version_by_alias(f"quanyu-{family}", alias)
-            found.add(family)
-        except Exception:  # no such model or alias (or the store is down: then serving says so)
+            if registry.version(family, alias) is not None:
+                found.add(family)
+        except Exception:  # the store is down: then serving says so
             pass
     return found
 
@@ -352,7 +351,7 @@ def detach(runtime: Runtime, host: str, port: int, alias: str, poll_seconds: flo
     state = runtime.home / "serve.json"
     if state.exists():
         info = json.loads(state.read_text())
-        if _alive(info.get("pid")):
+        if alive(info.get("pid")):
             raise RuntimeError(f"Quanyu is already serving at {info['url']} (pid {info['pid']}); "
                                f"quanyu serve stop first")
     keys = take_keys(runtime.home)
@@ -421,27 +420,13 @@ def stop(runtime: Runtime, timeout: float = 60.0) -> str:
         return f"nothing to stop: no detached server recorded in {state}"
     info = json.loads(state.read_text())
     pid = info.get("pid")
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.5)
-        if _alive(pid):
+        if alive(pid):
             os.killpg(pid, signal.SIGKILL)
     remove_haproxy_files(runtime.home)  # what a server killed before its own clean-up left behind
     state.unlink(missing_ok=True)
     return f"stopped the server at {info['url']} (pid {pid})"
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie child of ours counts as gone
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True

@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from lake.store import Lake
-from models.registry import CANDIDATE, registered_name, set_alias, use_experiment
+from models.registry import CANDIDATE, Registry, registered_name, set_alias, use_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 # what every family's pyfunc needs besides Python; families add theirs (scipy, h3)
@@ -204,26 +204,24 @@ def _tag_if_below_baseline(family: str, version: str) -> None:
     baselines of the family's gate: a candidate that loses to popularity or a moving average says
     so on the version itself, before any gate looks at it."""
     import mlflow
-    from mlflow import MlflowClient
 
     from jobs.promotion import below_baseline
 
-    client = MlflowClient()
-    why = below_baseline(family, client.get_run(mlflow.active_run().info.run_id).data.metrics)
+    registry = Registry()
+    why = below_baseline(family, registry.client.get_run(mlflow.active_run().info.run_id).data.metrics)
     if why:
-        client.set_model_version_tag(registered_name(family), version, "below_baseline", why)
+        registry.tag(family, version, "below_baseline", why)
 
 
 def _record_lineage(family: str, version: str) -> None:
     """Copy the active run's lineage (lake days, dataset digests, git commit, config) onto the
     model version."""
     import mlflow
-    from mlflow import MlflowClient
 
-    client = MlflowClient()
-    run = client.get_run(mlflow.active_run().info.run_id)
+    registry = Registry()
+    run = registry.client.get_run(mlflow.active_run().info.run_id)
     lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_TAGS}
     datasets = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
     lineage["datasets"] = json.dumps(datasets, sort_keys=True)
     for key, value in lineage.items():
-        client.set_model_version_tag(registered_name(family), version, key.replace("mlflow.", ""), value)
+        registry.tag(family, version, key.replace("mlflow.", ""), value)

@@ -4,8 +4,9 @@
    family declares them (`models/<family>/training.py: inputs`), and let it prepare its data;
 2. the family evaluates against its baselines and fits its production model (`train`), on this
    cluster's executor (Ray tasks when Ray is up);
-3. log to MLflow what it handed back: params, metrics, the digests of the tables it learned
-   from, plots and files, tags (lake, config, as-of day, the retrain's parent run);
+3. log to MLflow what it handed back: params, its report's metrics (and its tables, as CSV), the
+   digests of the tables it learned from, plots and files, tags (lake, config, as-of day, the
+   retrain's parent run);
 4. register its pyfunc as `quanyu-<family>` and point the alias `candidate` at it.
 """
 
@@ -35,7 +36,7 @@ def holdout_metrics(family: str, config: FamilyConfig, lake: Lake) -> dict[str, 
     """The evaluation's metrics of `config` on the lake, without fitting the production model,
     logging or registering: how the retrain's gate re-scores a champion's recipe."""
     training = registered(family).training()
-    return training.holdout_metrics(read(family, config, lake), config, executor())
+    return training.holdout(read(family, config, lake), config, executor()).finite
 
 
 def main(family: str, config: FamilyConfig, lake: Lake, tracking_uri: str, config_path: str | None = None,
@@ -54,14 +55,18 @@ def main(family: str, config: FamilyConfig, lake: Lake, tracking_uri: str, confi
     data = read(family, config, lake, as_of)
     with tempfile.TemporaryDirectory(prefix=f"quanyu-{family}-") as scratch:
         trained = training.train(data, config, executor(), Path(scratch), say)
+        metrics = trained.report.finite
         tags = {"lake": str(lake.root), "config_path": config_path or "defaults",
                 **({"as_of": str(as_of)} if as_of else {}), **trained.tags, **(run_tags or {})}
         with family_run(family, tracking_uri, artifact_root, f"{family} {trained.origin}", config, tags,
-                        trained.params, trained.metrics) as run:
+                        trained.params, metrics) as run:
             log_inputs(lake, trained.learned_from)
             for path in trained.files:
                 mlflow.log_artifact(str(path), artifact_path="plots" if path.suffix == ".png" else None)
+            for name, table in trained.report.tables.items():
+                table.to_csv(Path(scratch) / f"{name}.csv", index=False)
+                mlflow.log_artifact(str(Path(scratch) / f"{name}.csv"))
             version = register(family, trained.python_model, trained.artifacts, trained.example, trained.packages,
                                trained.signature_inputs)
-    return TrainResult(run_id=run.info.run_id, version=version, metrics=trained.metrics, origin=trained.origin,
+    return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, origin=trained.origin,
                        seconds=round(time.monotonic() - started, 1))

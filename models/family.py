@@ -75,7 +75,7 @@ class Family:
     summary: str = ""  # one line: what it predicts (`quanyu train <family> --help`)
 
     def training(self) -> Any:
-        """Its training module (inputs, prepare, train, holdout_metrics), imported when first asked for."""
+        """Its training module (inputs, prepare, train, holdout), imported when first asked for."""
         return importlib.import_module(self.training_ref)
 
     def api(self) -> Any:

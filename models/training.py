@@ -7,8 +7,8 @@ trained (`Trained`: the model to register and what to log beside it). One generi
     inputs(config, holdout: bool) -> dict[str, Input]  the tables, by the name `prepare` reads them
     prepare(frames, config) -> data                     the family's data from the frames
     train(data, config, executor, folder, say) -> Trained
-    holdout_metrics(data, config, executor) -> dict    the evaluation alone: the retrain's gate
-                                                       re-scores a champion's recipe with it
+    holdout(data, config, executor) -> Report           the evaluation alone (models/report.py): the
+                                                        retrain's gate re-scores a champion's recipe with it
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from models.report import Report
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Trained:
     """What a family's training hands the job to log and register."""
 
     origin: dt.date  # the last day of the data it learned from
-    metrics: dict[str, float]
+    report: Report  # its evaluation: metrics logged, tables written as CSV
     params: dict[str, Any]
     tags: dict[str, str]
     python_model: Any  # the pyfunc (mlflow.pyfunc.PythonModel) that loads the artifacts

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from models.families import FAMILIES as REGISTRY
-from models.registry import load_version
+from models.registry import Registry
 
 FAMILIES = REGISTRY  # the served families: the registry itself (plugins included), in its order
 # what the registry answers when the model or its alias does not exist (yet): the store is fine
@@ -65,19 +65,17 @@ class FamilyModel:
     def name(self) -> str:
         return f"quanyu-{self.family}"
 
-    def _client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri)
+    def _registry(self) -> Registry:
+        return Registry(self.tracking_uri)
 
     def _load(self, version: str) -> Loaded:
-        loaded = load_version(self.family, self.tracking_uri, version=version, loader=self._loader)
+        loaded = self._registry().load(self.family, version=version, loader=self._loader)
         smoke_test(self.family, loaded.predictor)
         metrics: dict[str, float] = {}
         try:
-            run = self._client().get_run(loaded.run_id)
-            metrics = {k: run.data.metrics[k] for k in REGISTRY[self.family].served_metrics if k in run.data.metrics}
-        except Exception:  # a run deleted from the store: serve the model, show no metrics
+            logged = self._registry().metrics(self.family, version)  # {} for a run deleted from the store
+            metrics = {k: logged[k] for k in REGISTRY[self.family].served_metrics if k in logged}
+        except Exception:  # the store went down meanwhile: serve the model, show no metrics
             pass
         return Loaded(version=loaded.version, pyfunc=loaded.pyfunc, predictor=loaded.predictor,
                       loaded_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), metrics=metrics,
@@ -89,7 +87,7 @@ class FamilyModel:
         with self._lock:
             self.last_check = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             try:
-                version = str(self._client().get_model_version_by_alias(self.name, self.alias).version)
+                version = self._registry().version(self.family, self.alias, missing_ok=False)
             except Exception as exc:  # no alias yet, or the tracking store is down or locked
                 self.store_down = getattr(exc, "error_code", None) not in NOT_THERE_YET
                 self.last_error = f"cannot read {self.name}@{self.alias}: {_first_line(exc)}"
@@ -115,15 +113,8 @@ class FamilyModel:
         what a restarted replica would meet. Reads the small MLmodel file only."""
         if self._loader is not None:  # a test's own loader: no artifact store behind it
             return None
-        import tempfile
-
-        import mlflow
-
         try:
-            source = self._client().get_model_version_download_uri(self.name, version)
-            with tempfile.TemporaryDirectory() as scratch:
-                mlflow.artifacts.download_artifacts(artifact_uri=f"{source.rstrip('/')}/MLmodel", dst_path=scratch,
-                                                    tracking_uri=self.tracking_uri)
+            self._registry().check_artifacts(self.family, version)
         except Exception as exc:
             return (f"version {version}'s artifacts cannot be read ({_first_line(exc)}); this replica serves it "
                     "from memory, a restarted one could not load it: restore the artifacts or promote another version")

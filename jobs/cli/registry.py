@@ -14,10 +14,10 @@ def models_cmd() -> None:
     """The registry: what each family serves, every version's gate and lineage, promote and roll back."""
 
 
-def _client(ctx):
-    from mlflow import MlflowClient
+def _registry(ctx):
+    from models.registry import Registry
 
-    return MlflowClient(runtime_of(ctx, None).tracking_uri)
+    return Registry(runtime_of(ctx, None).tracking_uri)
 
 
 _family_arg = click.argument("family", type=FamilyName())
@@ -29,14 +29,12 @@ _family_arg = click.argument("family", type=FamilyName())
 def models_list(ctx) -> None:
     """Per family: champion, candidate, versions, and the champion's main metric (the metric of
     its gate in configs/retrain.yaml)."""
-    from jobs.promotion import alias_version, describe_versions
-
-    client = _client(ctx)
+    registry = _registry(ctx)
     click.echo(f"{'family':<9} {'champion':>8} {'candidate':>9} {'versions':>8}  main metric of the champion")
     for family, gate in gates().items():
-        versions = describe_versions(client, family, gate.metric)
-        champion = alias_version(client, family, "champion")
-        candidate = alias_version(client, family, "candidate")
+        versions = registry.versions(family, gate.metric)
+        champion = registry.version(family, "champion")
+        candidate = registry.version(family, "candidate")
         value = next((v[gate.metric] for v in versions if v["version"] == champion), None)
         click.echo(f"{family:<9} {('v' + champion) if champion else '-':>8} {('v' + candidate) if candidate else '-':>9} "
                    f"{len(versions):>8}  " + (f"{gate.metric} {value:.4f}" if value is not None else "-"))
@@ -48,13 +46,11 @@ def models_list(ctx) -> None:
 @click.pass_context
 def models_show(ctx, family, as_json) -> None:
     """Every version of FAMILY, newest first: aliases, main metric, gate verdict, lake days, commit."""
-    from jobs.promotion import describe_versions, history
-
-    client = _client(ctx)
+    registry = _registry(ctx)
     metric = gates()[family].metric
-    versions = describe_versions(client, family, metric)
+    versions = registry.versions(family, metric)
     if as_json:
-        click.echo(json.dumps({"family": family, "versions": versions, "champion_history": history(client, family)},
+        click.echo(json.dumps({"family": family, "versions": versions, "champion_history": registry.history(family)},
                               indent=1))
         return
     if not versions:
@@ -75,11 +71,8 @@ def models_promote(ctx, family, version) -> None:
     """Make VERSION of FAMILY the champion by hand (serving follows within its poll interval)."""
     from mlflow.exceptions import MlflowException
 
-    from jobs.promotion import promote
-
-    client = _client(ctx)
     try:
-        previous = promote(client, family, version.lstrip("v"), "promoted by hand", by="hand")
+        previous = _registry(ctx).promote(family, version.lstrip("v"), "promoted by hand", by="hand")
     except MlflowException:
         raise click.ClickException(f"quanyu-{family} has no version {version}; see quanyu models show {family}") from None
     click.echo(f"quanyu-{family}: champion v{previous or '-'} -> v{version.lstrip('v')}")
@@ -90,8 +83,6 @@ def models_promote(ctx, family, version) -> None:
 @click.pass_context
 def models_rollback(ctx, family) -> None:
     """Point FAMILY's champion back at the version it had before the current one."""
-    from jobs.promotion import rollback
-
     with refusing(ValueError):
-        current, target = rollback(_client(ctx), family)
+        current, target = _registry(ctx).rollback(family)
     click.echo(f"quanyu-{family}: champion v{current} -> v{target} (rolled back)")

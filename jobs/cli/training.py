@@ -46,9 +46,9 @@ def _train(ctx: click.Context, name: str, lake: str | None, config_path: str | N
     for key in spec.headline:
         if key in result.metrics:
             click.echo(f"  {key:<{width}} {result.metrics[key]:.4f}")
-    from mlflow import MlflowClient
+    from models.registry import Registry
 
-    tags = MlflowClient(runtime.tracking_uri).get_model_version(f"quanyu-{name}", result.version).tags
+    tags = Registry(runtime.tracking_uri).tags(name, result.version)
     if tags.get("below_baseline"):
         click.echo(f"warning: quanyu-{name} v{result.version} does not beat its baselines ({tags['below_baseline']}); "
                    "the version is tagged below_baseline and the retrain's gate would refuse it", err=True)

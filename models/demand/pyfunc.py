@@ -44,14 +44,14 @@ def score_rows(forecaster, rows: pd.DataFrame) -> pd.DataFrame:
     else:
         planned = forecaster.planned_prices(asked["store_id"], asked["sku_id"], days)
         if planned is None:
-            planned = _planned_each_day(forecaster, rows.assign(dt=days.astype(object)))
+            planned = planned_each_day(forecaster, rows.assign(dt=days.astype(object)))
         asked["list_price"], asked["offer_discount_pct"] = planned
     p50 = forecaster.predict(asked)
     p10, p90 = forecaster.intervals(p50)
     return pd.DataFrame({"p10": p10, "p50": p50, "p90": p90})
 
 
-def _planned_each_day(forecaster, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def planned_each_day(forecaster, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The planned prices of rows outside the plan table, computed day by day; each store × SKU
     × day priced once, so a row asked twice gets one answer per input row."""
     keys = rows[["store_id", "sku_id", "dt"]].drop_duplicates()

@@ -97,7 +97,7 @@ class _FeatureBatches(lgb.Sequence):
         return self.training.matrix(slice(index, index + 1))[0]
 
 
-def _dataset(data: TrainingSet | pd.DataFrame, y: np.ndarray, params: dict, categorical: list[str],
+def dataset(data: TrainingSet | pd.DataFrame, y: np.ndarray, params: dict, categorical: list[str],
              bins: np.ndarray, columns: list[str]) -> lgb.Dataset:
     """The rows as a LightGBM dataset whose bin boundaries come from `bins` (see bin_sample): a
     TrainingSet binned slice by slice, or a materialised frame (a data-parallel worker's shard)."""
@@ -112,7 +112,7 @@ def lightgbm_dataset(training: TrainingSet, y: np.ndarray, params: dict, categor
     """A TrainingSet as the LightGBM dataset one worker trains on: binned from its seeded sample
     (bin_sample), slice by slice. What the family's single-worker layout trains on, and what the
     demand benchmark's bare peer times."""
-    return _dataset(training, y, params, categorical, bin_sample(training, params.get("seed", 0)), training.columns)
+    return dataset(training, y, params, categorical, bin_sample(training, params.get("seed", 0)), training.columns)
 
 
 def _single(training: TrainingSet, y: np.ndarray, params: dict, rounds: int, categorical: list[str]) -> str:
@@ -127,7 +127,7 @@ def _data_parallel_loop(config: dict) -> None:
     X, y = shard.drop(columns="__target__"), shard["__target__"].to_numpy()
     params = {**config["params"], "tree_learner": "data_parallel", "pre_partition": True, **get_network_params()}
     bins = ray.get(config["bins"])
-    booster = lgb.train(params, _dataset(X, y, params, config["categorical"], bins, list(X.columns)),
+    booster = lgb.train(params, dataset(X, y, params, config["categorical"], bins, list(X.columns)),
                         num_boost_round=config["rounds"])
     checkpoint = None
     with tempfile.TemporaryDirectory() as folder:

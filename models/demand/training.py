@@ -25,6 +25,7 @@ from models.demand.features import DATE_OF_YEAR
 from models.demand.forecaster import DemandData, DemandForecaster
 from models.executor import Executor
 from models.plots import feature_importance
+from models.report import Report
 from models.training import Input, Trained
 
 DEMAND_COLUMNS = ("dt", "store_id", "sku_id", "units_sold", "revenue_net", "list_price", "offer_discount_pct")
@@ -79,11 +80,12 @@ def with_attribute_oracle(truth: pd.DataFrame, true_products: pd.DataFrame) -> p
     return truth.assign(expected_units_attributes=truth["expected_units"].to_numpy() * ratio)
 
 
-def holdout_metrics(prepared, config: DemandConfig, executor: Executor) -> dict[str, float]:
-    """The rolling-origin holdout's metrics of `config`, without fitting the production model."""
+def holdout(prepared, config: DemandConfig, executor: Executor) -> Report:
+    """The rolling-origin holdout of `config`, without fitting the production model (its rows,
+    as large as the holdout days of every series, are not kept)."""
     data, truth = prepared
     evaluation, _ = evaluate(data, config, truth, executor=executor)
-    return {k: v for k, v in evaluation.metrics.items() if v == v}  # drop NaN
+    return Report(evaluation.metrics)
 
 
 def train(prepared, config: DemandConfig, executor: Executor, folder: Path, say) -> Trained:
@@ -106,7 +108,7 @@ def train(prepared, config: DemandConfig, executor: Executor, folder: Path, say)
               "date_of_year_features": any(c in forecaster.features_order_ for c in DATE_OF_YEAR),
               "best_baseline": evaluation.best_baseline}
     (folder / "config.json").write_text(config.model_dump_json(indent=1))
-    return Trained(origin=forecaster.origin_, metrics={k: v for k, v in evaluation.metrics.items() if v == v},
+    return Trained(origin=forecaster.origin_, report=Report(evaluation.metrics),
                    params=params, tags={"lake_first_dt": str(first), "lake_last_dt": str(last_day),
                                         "layout": forecaster.layout_.describe()},
                    python_model=DemandPyfunc(), artifacts={"forecaster": str(forecaster.save(folder / "forecaster"))},

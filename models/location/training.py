@@ -30,6 +30,7 @@ from models.location.data import LocationData, training_table
 from models.location.features import extra_area_columns, member_areas, site_features
 from models.location.model import TARGET, Evaluation, SiteModel, evaluate
 from models.location.recommender import SiteRecommender
+from models.report import Report
 from models.training import Input, Trained
 
 HEADLINE = ("spearman", "spearman_population_baseline", "spearman_gravity_baseline", "spearman_oracle", "ndcg_at_10")
@@ -101,11 +102,11 @@ def build_recommender(data: LocationData, table: pd.DataFrame, config: LocationC
     return SiteRecommender(model, features, stores, config, {"data_date": str(data.data_date), **(meta or {})})
 
 
-def holdout_metrics(data: LocationData, config: LocationConfig, executor: Executor) -> dict[str, float]:
-    """The spatial cross-validation's metrics of `config`, without fitting the production model."""
+def holdout(data: LocationData, config: LocationConfig, executor: Executor) -> Report:
+    """The spatial cross-validation of `config`, without fitting the production model."""
     table = training_table(data, config.features, config.training.min_trading_days)
     evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites), executor)
-    return {k: v for k, v in evaluation.metrics.items() if v == v}
+    return Report(evaluation.metrics, {"cv_predictions": evaluation.predictions})
 
 
 def train(data: LocationData, config: LocationConfig, executor: Executor, folder: Path, say) -> Trained:
@@ -115,7 +116,7 @@ def train(data: LocationData, config: LocationConfig, executor: Executor, folder
     say(f"{len(table)} trading stores in {table['city'].nunique()} cities, {len(data.sites):,} candidate sites")
     evaluation = evaluate(table, data.sites, config, data.truth, extra_area_columns(data.sites), executor)
     say(f"spatial CV over {evaluation.folds} folds: spearman {evaluation.metrics['spearman']:.3f}")
-    metrics = {k: v for k, v in evaluation.metrics.items() if v == v}
+    metrics = Report(evaluation.metrics).finite
     config, found = with_estimated_cannibalisation(data, config)
     share = config.recommender.cannibalisation
     if found is not None:
@@ -131,15 +132,14 @@ def train(data: LocationData, config: LocationConfig, executor: Executor, folder
                                     {**{k: metrics[k] for k in HEADLINE if k in metrics},
                                      **({"currency": data.currency} if data.currency else {})})
     say(f"scored {len(recommender.sites):,} candidate sites")
-    evaluation.predictions.to_csv(folder / "cv_predictions.csv", index=False)
-    return Trained(origin=data.data_date, metrics=metrics,
+    return Trained(origin=data.data_date, report=Report(metrics, {"cv_predictions": evaluation.predictions}),
                    params={"training_stores": len(table), "candidate_sites": len(data.sites),
                            "cities": int(table["city"].nunique())},
                    tags={"data_date": str(data.data_date)}, python_model=LocationPyfunc(),
                    artifacts={"recommender": str(recommender.save(folder / "recommender"))},
                    learned_from=[("store_performance", data.performance, "curated"),
                                  ("candidate_sites", data.sites, "raw")],
-                   files=[*_plots(evaluation, recommender, folder), folder / "cv_predictions.csv"],
+                   files=_plots(evaluation, recommender, folder),
                    example=pd.DataFrame({"site_id": recommender.sites["site_id"].head(2).astype(str)}),
                    packages=("scipy", "h3"))
 def _plots(evaluation: Evaluation, recommender: SiteRecommender, folder: Path) -> list[Path]:

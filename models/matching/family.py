@@ -32,7 +32,7 @@ def sanity(recommender, sample: int) -> list[str]:
 
 FAMILY = Family(
     name="matching",
-    config_ref="models.matching.model:MatchingConfig",
+    config_ref="models.matching.config:MatchingConfig",
     gate=Gate(metric="ndcg_at_10", higher_is_better=True, beat=["ndcg_at_10_popularity"]),
     headline=("ndcg_at_10", "ndcg_at_10_popularity", "ndcg_at_10_segment_popularity", "ndcg_at_10_popularity_unseen",
               "ndcg_at_10_oracle", "ndcg_at_10_diff_best_baseline", "ndcg_at_10_diff_best_baseline_ci_low",

@@ -19,7 +19,8 @@ import pandas as pd
 
 from models.errors import UnknownName
 from models.matching.audience import audience_scores
-from models.matching.model import MatchingConfig, Ranker
+from models.matching.config import MatchingConfig
+from models.matching.model import Ranker
 from models.matching.state import AVAILABILITY, MatchingState, PRICE_BANDS
 from models.saved import read_meta
 

@@ -21,9 +21,11 @@ import pandas as pd
 
 from lake.store import LakeError
 from models.executor import Executor
-from models.matching.model import INTERACTION_COLUMNS, Evaluation, MatchingConfig, MatchingData, evaluate, fit_ranker
+from models.matching.config import MatchingConfig
+from models.matching.model import INTERACTION_COLUMNS, Evaluation, MatchingData, evaluate, fit_ranker
 from models.matching.recommender import MatchingRecommender
 from models.matching.state import MatchingState
+from models.report import Report
 from models.training import Input, Trained, last_day
 
 HEADLINE = ("ndcg_at_10", "ndcg_at_10_popularity", "ndcg_at_10_segment_popularity", "ndcg_at_10_oracle",
@@ -75,9 +77,13 @@ def build_recommender(data: MatchingData, config: MatchingConfig, progress=lambd
     return MatchingRecommender(state, ranker, config, {"data_date": str(data.data_date), **(meta or {})})
 
 
-def holdout_metrics(data: MatchingData, config: MatchingConfig, executor: Executor) -> dict[str, float]:
-    """The holdout's metrics of `config`, without training the production model."""
-    return {k: v for k, v in evaluate(data, config, executor=executor).metrics.items() if v == v}
+def holdout(data: MatchingData, config: MatchingConfig, executor: Executor) -> Report:
+    """The holdout of `config`, without training the production model."""
+    return _report(evaluate(data, config, executor=executor))
+
+
+def _report(evaluation: Evaluation) -> Report:
+    return Report(evaluation.metrics, {"ndcg_by_activity": evaluation.by_activity})
 
 
 def train(data: MatchingData, config: MatchingConfig, executor: Executor, folder: Path, say) -> Trained:
@@ -88,7 +94,8 @@ def train(data: MatchingData, config: MatchingConfig, executor: Executor, folder
     say(f"read {len(data.interactions):,} member purchases up to {data.data_date}, {len(data.members):,} members, "
         f"{len(data.products):,} SKUs")
     evaluation = evaluate(data, config, progress=say, executor=executor)
-    metrics = {k: v for k, v in evaluation.metrics.items() if v == v}
+    report = _report(evaluation)
+    metrics = report.finite
     say(f"holdout: ndcg_at_10 {metrics['ndcg_at_10']:.4f} (popularity {metrics['ndcg_at_10_popularity']:.4f}), "
         f"candidate_recall {metrics['candidate_recall']:.3f}")
     served = evaluation.extra["served"]
@@ -96,19 +103,18 @@ def train(data: MatchingData, config: MatchingConfig, executor: Executor, folder
                                                         "served": served}, executor)
     say("fitted the production ranker and snapshot; it serves "
         + ("the ranker" if served == "ranker" else f"{served.replace('_', ' ')}, which beat the ranker on the holdout"))
-    evaluation.by_activity.to_csv(folder / "ndcg_by_activity.csv", index=False)
     example = pd.DataFrame({"member_id": recommender.state.members["member_id"].head(2).astype(str),
                             "channel": ["online", "offline"], "k": [5, 5]})
     # channel and k may be left out of a row (any channel, 10 items): optional in the signature
     signature = Schema([ColSpec(DataType.string, "member_id"), ColSpec(DataType.string, "channel", required=False),
                         ColSpec(DataType.long, "k", required=False)])
-    return Trained(origin=data.data_date, metrics=metrics,
+    return Trained(origin=data.data_date, report=report,
                    params={"members": len(data.members), "skus": len(data.products), "served": served},
                    tags={"data_date": str(data.data_date)}, python_model=MatchingPyfunc(),
                    artifacts={"recommender": str(recommender.save(folder / "recommender"))},
                    learned_from=[("interactions", data.interactions, "curated"), ("members", data.members, "raw"),
                                  ("products", data.products, "raw")],
-                   files=[_plot(evaluation, folder), folder / "ndcg_by_activity.csv"], example=example,
+                   files=[_plot(evaluation, folder)], example=example,
                    packages=("scipy",), signature_inputs=signature)
 
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from jobs import cluster
+from jobs.processes import alive
 from serving.families import wait_until
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -60,7 +61,7 @@ def test_a_job_submitted_to_the_local_cluster_grows_it_and_it_shrinks_after(raw_
         assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
     finally:
         print(cluster.down(home))
-    assert not cluster._alive(info["pid"])
+    assert not alive(info["pid"])
 
 
 def test_cluster_up_refuses_a_cloud_config_with_a_pointer(tmp_path):

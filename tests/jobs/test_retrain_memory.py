@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from models.families import FAMILIES
-from jobs.retrain import _train_all, memory_reservations
+from jobs.retrain import train_all, memory_reservations
 
 GB = 2**30
 
@@ -38,23 +37,54 @@ def test_footprints_grow_with_the_rows_each_family_reads(tiny_lake):
         assert job.memory.bytes(tiny_lake) == int(job.memory.base_gb * GB + job.memory.bytes_per_row * rows)
 
 
-def _spans(ray_session, share: float) -> dict[str, tuple[float, float]]:
-    """Two 1-CPU families, each reserving `share` of the node's memory: when each ran."""
+class Signals:
+    """What the families' tasks tell each other (a Ray actor): who started, who ended, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str]] = []
+
+    def mark(self, event: str, family: str) -> None:
+        self.log.append((event, family))
+
+    def started(self, family: str) -> bool:
+        return ("start", family) in self.log
+
+    def events(self) -> list[tuple[str, str]]:
+        return list(self.log)
+
+
+def _task(family: str, other: str, signals, patience: float) -> None:
+    """Say it started, hold its reservation until the other family has started too (then both ran
+    at once: it returns at once) or `patience` seconds passed (the other is waiting), say it ended."""
+    import ray
+
+    ray.get(signals.mark.remote("start", family))
+    deadline = time.monotonic() + patience
+    while not ray.get(signals.started.remote(other)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ray.get(signals.mark.remote("end", family))
+
+
+def _events(ray_session, share: float, patience: float) -> list[tuple[str, str]]:
+    """Two 1-CPU families, each reserving `share` of the node's memory: the order in which they
+    started and ended."""
     (only,) = [n for n in ray_session.nodes() if n["Alive"]]
     memory = {f: int(share * only["Resources"]["memory"]) for f in ("demand", "matching")}
-
-    def task(family: str) -> tuple[float, float]:
-        started = time.time()
-        time.sleep(1.5)
-        return started, time.time()
-
-    spans: dict[str, tuple[float, float]] = {}
-    _train_all(["demand", "matching"], {f: (f,) for f in memory}, True, spans.__setitem__, memory, task=task)
-    return spans
+    signals = ray_session.remote(num_cpus=0)(Signals).remote()
+    args = {"demand": ("demand", "matching", signals, patience), "matching": ("matching", "demand", signals, patience)}
+    failed: dict = {}
+    train_all(["demand", "matching"], args, True,
+              lambda family, got: isinstance(got, Exception) and failed.setdefault(family, got), memory, task=_task)
+    assert failed == {}
+    return ray_session.get(signals.events.remote())
 
 
-@pytest.mark.parametrize("share, overlap", [(0.3, True), (0.6, False)])
-def test_families_that_do_not_fit_together_run_one_after_another(ray_session, share, overlap):
-    spans = _spans(ray_session, share)
-    (a0, a1), (b0, b1) = sorted(spans.values())
-    assert (b0 < a1) is overlap, spans
+def test_families_that_fit_together_run_at_once(ray_session):
+    events = _events(ray_session, 0.3, patience=120)  # returns as soon as both started: no fixed wait
+    assert [e for e, _ in events] == ["start", "start", "end", "end"], events
+
+
+def test_families_that_do_not_fit_together_run_one_after_another(ray_session):
+    events = _events(ray_session, 0.6, patience=3)  # the first holds its memory 3 s: the second may not start
+    first, second = events[0][1], events[2][1]
+    assert events == [("start", first), ("end", first), ("start", second), ("end", second)] and first != second, events

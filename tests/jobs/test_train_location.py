@@ -57,6 +57,9 @@ def test_run_logs_the_issue_keys_plots_and_inputs(trained):
     assert run.data.tags["family"] == "location" and run.data.params["cities"] == "2"
     plots = {a.path for a in client.list_artifacts(version.run_id, "plots")}
     assert plots == {"plots/predicted_vs_actual.png", "plots/feature_importance.png"}
+    # the report's table beside the run: every training store's out-of-fold prediction
+    table = pd.read_csv(client.download_artifacts(version.run_id, "cv_predictions.csv"))
+    assert len(table) == int(run.data.params["training_stores"]) and table["predicted"].notna().all()
     assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == ["candidate_sites", "store_performance"]
 
 

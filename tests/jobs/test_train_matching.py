@@ -44,6 +44,9 @@ def test_run_logs_the_issue_keys_the_plot_and_inputs(trained):
         m["ndcg_at_10_diff_best_baseline_ci_high"]
     assert run.data.tags["family"] == "matching"
     assert {a.path for a in client.list_artifacts(version.run_id, "plots")} == {"plots/ndcg_by_activity.png"}
+    # the report's table beside the run: NDCG@10 per activity bucket, the model's and the baselines'
+    table = pd.read_csv(client.download_artifacts(version.run_id, "ndcg_by_activity.csv"))
+    assert {"bucket", "members", "model", "popularity"} <= set(table.columns) and table["members"].sum() > 0
     assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == ["interactions", "members", "products"]
 
 

@@ -107,7 +107,7 @@ def test_the_plan_table_prices_every_pair_as_the_day_by_day_join_does(fitted):
 def test_rows_scored_by_the_pyfunc_are_priced_from_the_plan_as_the_day_by_day_join_prices_them(fitted):
     """The pyfunc gathers each row's planned price from the plan table; rows in any order, days
     mixed, repeats included, answer exactly as the day-by-day path does."""
-    from models.demand.pyfunc import _planned_each_day, score_rows
+    from models.demand.pyfunc import planned_each_day, score_rows
 
     pairs = fitted.panel_.series[["store_id", "sku_id"]].reset_index(drop=True)
     rng = np.random.default_rng(3)
@@ -118,7 +118,7 @@ def test_rows_scored_by_the_pyfunc_are_priced_from_the_plan_as_the_day_by_day_jo
     rows = pd.concat([rows, rows.head(5)], ignore_index=True)  # repeats answer once per input row
     gathered = fitted.planned_prices(rows["store_id"].to_numpy(object), rows["sku_id"].to_numpy(object),
                                      rows["dt"].to_numpy("datetime64[D]"))
-    joined = _planned_each_day(fitted, rows.assign(dt=rows["dt"].to_numpy("datetime64[D]").astype(object)))
+    joined = planned_each_day(fitted, rows.assign(dt=rows["dt"].to_numpy("datetime64[D]").astype(object)))
     assert (joined[1] > 0).any()
     np.testing.assert_array_equal(gathered[0], joined[0])
     np.testing.assert_array_equal(gathered[1], joined[1])

@@ -179,8 +179,8 @@ def test_a_training_set_binned_slice_by_slice_trains_the_model_of_the_whole_matr
     monkeypatch.setattr(train._FeatureBatches, "batch_size", 700)  # several slices, the last one short
     bins = train.bin_sample(ts, 1)
     assert bins.shape == (1000, len(ts.columns))
-    sliced = lgb.train(params, train._dataset(ts, y, params, list(CATEGORICAL), bins, ts.columns), num_boost_round=10)
-    at_once = lgb.train(params, train._dataset(pd.DataFrame(whole, columns=ts.columns), y, params, list(CATEGORICAL),
+    sliced = lgb.train(params, train.dataset(ts, y, params, list(CATEGORICAL), bins, ts.columns), num_boost_round=10)
+    at_once = lgb.train(params, train.dataset(pd.DataFrame(whole, columns=ts.columns), y, params, list(CATEGORICAL),
                                                bins, ts.columns), num_boost_round=10)
     assert sliced.num_trees() == 10
     np.testing.assert_array_equal(sliced.predict(whole), at_once.predict(whole))

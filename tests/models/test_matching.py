@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from jobs.train import read
-from models.matching.model import MatchingConfig, fit_ranker, purchases_between, ranking_metrics, top_k_per_member
+from models.matching.config import MatchingConfig
+from models.matching.model import fit_ranker, purchases_between, ranking_metrics, top_k_per_member
 from models.matching.pyfunc import recommend_rows
 from models.matching.recommender import MatchingError, MatchingRecommender
 from models.matching.state import AVAILABILITY, SOURCES, CandidateSpec, MatchingState

@@ -9,7 +9,8 @@ import pytest
 
 from jobs.tracking import REPO
 from jobs.train import read
-from models.matching.model import MatchingConfig, evaluate
+from models.matching.config import MatchingConfig
+from models.matching.model import evaluate
 
 
 @pytest.mark.heavy

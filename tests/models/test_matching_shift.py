@@ -22,7 +22,8 @@ import pandas as pd
 from jobs.tracking import REPO
 from jobs import catalogue
 from models.matching import training
-from models.matching.model import MatchingConfig, evaluate, purchases_between, ranking_metrics_each
+from models.matching.config import MatchingConfig
+from models.matching.model import evaluate, purchases_between, ranking_metrics_each
 from models.matching.training import build_recommender
 
 LATER_DAYS = 14

@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import Field
 
 from models.config import FamilyConfig
+from models.report import Report
 from models.training import Input, Trained, last_day
 
 
@@ -38,24 +39,25 @@ def levels(daily: pd.DataFrame, end: dt.date, weeks: int) -> pd.Series:
     return window.groupby("sku_id")["units_sold"].sum() / (7 * weeks)
 
 
-def holdout_metrics(daily: pd.DataFrame, config: StockConfig, executor) -> dict[str, float]:
+def holdout(daily: pd.DataFrame, config: StockConfig, executor) -> Report:
     end = daily.attrs["last_day"]
     cutoff = end - dt.timedelta(days=config.holdout_days)
     actual = daily[daily["dt"] > cutoff].groupby("sku_id")["units_sold"].sum() / config.holdout_days
     level = levels(daily, cutoff, config.weeks).reindex(actual.index).fillna(0.0)
-    return {"mae": float(np.abs(level - actual).mean()), "mae_zero": float(actual.abs().mean())}
+    return Report({"mae": float(np.abs(level - actual).mean()), "mae_zero": float(actual.abs().mean())})
 
 
 def train(daily: pd.DataFrame, config: StockConfig, executor, folder: Path, say) -> Trained:
     from tests.families.stock.pyfunc import StockPyfunc
 
-    metrics = holdout_metrics(daily, config, executor)
+    report = holdout(daily, config, executor)
+    metrics = report.metrics
     end = daily.attrs["last_day"]
     level = levels(daily, end, config.weeks)
     say(f"levels of {len(level)} SKUs up to {end}; holdout MAE {metrics['mae']:.3f} (zero {metrics['mae_zero']:.3f})")
     path = folder / "levels.json"
     path.write_text(json.dumps({"origin": str(end), "units": {str(k): float(v) for k, v in level.items()}}))
-    return Trained(origin=end, metrics=metrics, params={"skus": len(level)}, tags={"data_date": str(end)},
+    return Trained(origin=end, report=report, params={"skus": len(level)}, tags={"data_date": str(end)},
                    python_model=StockPyfunc(), artifacts={"levels": str(path)},
                    learned_from=[("demand_daily", daily, "curated")],
                    example=pd.DataFrame({"sku_id": [str(level.index[0])]}))

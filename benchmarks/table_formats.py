@@ -1,0 +1,278 @@
+"""Which open table format the curated zone becomes (issue 24): Apache Iceberg through pyiceberg's
+SQL catalog (SQLite here, PostgreSQL in production) against Delta Lake through deltalake, on the
+same curated days of a merged lake, measured in the same run.
+
+What the merge needs from a format, and what is measured for each:
+- a merged day committed for every curated table (one commit per table per day: neither format
+  commits several tables atomically; the lake's own day marker records each table's snapshot);
+- a day merged again replacing exactly that day (idempotent re-merge: overwrite by predicate);
+- two writers appending to one table at once (a retrain and a backfill): commits lost or refused;
+- time travel: a table read as it was at an earlier snapshot or version, exactly;
+- a full read; files and bytes written; what the library adds to the install.
+
+Run with an environment that has both libraries (their wheels are not in Quanyu's):
+    python -m benchmarks.table_formats --lake LAKE --out FOLDER [--days 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+WRITERS, COMMITS_EACH = 2, 8
+
+
+def curated_days(lake: Path, days: int) -> tuple[list[str], dict[str, dict[str, pa.Table]], dict[str, pa.Table]]:
+    """The last `days` days of every curated table partitioned by day (table → day → rows, with
+    `dt`), and the tables that are not partitioned."""
+    daily: dict[str, dict[str, pa.Table]] = {}
+    whole: dict[str, pa.Table] = {}
+    for folder in sorted(p for p in (lake / "curated").iterdir() if p.is_dir() and not p.name.startswith("_")):
+        parts = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("dt="))
+        if not parts:
+            files = sorted(folder.glob("*.parquet"))
+            if files:
+                whole[folder.name] = pa.concat_tables([pq.read_table(f) for f in files])
+            continue
+        daily[folder.name] = {}
+        for part in parts[-days:]:
+            day = part.name[3:]
+            table = pa.concat_tables([pq.read_table(f) for f in sorted(part.glob("*.parquet"))],
+                                     promote_options="permissive")
+            if "dt" in table.column_names:
+                table = table.drop_columns(["dt"])
+            table = table.append_column("dt", pa.array([dt.date.fromisoformat(day)] * table.num_rows, pa.date32()))
+            daily[folder.name][day] = _plain(table)
+    days_seen = sorted({d for per_day in daily.values() for d in per_day})
+    return days_seen, daily, {k: _plain(v) for k, v in whole.items()}
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary columns decoded, large types kept as Parquet wrote them: both libraries take it."""
+    columns = [pc.cast(c, c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns]
+    return pa.table(columns, names=table.column_names)
+
+
+def folder_size(path: Path) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def installed_size(*distributions: str) -> int:
+    """Bytes the distributions (not their dependencies) put into site-packages."""
+    total = 0
+    for name in distributions:
+        for f in metadata.distribution(name).files or []:
+            path = Path(f.locate())
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
+# --- Iceberg ---------------------------------------------------------------------------------------
+
+class Iceberg:
+    name = "iceberg (pyiceberg SQL catalog on SQLite)"
+
+    def __init__(self, root: Path) -> None:
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        self.root = root
+        self.catalog = SqlCatalog("quanyu", uri=f"sqlite:///{root / 'catalog.db'}", warehouse=root.as_uri())
+        self.catalog.create_namespace_if_not_exists("curated")
+
+    def _table(self, name: str, schema: pa.Schema, by_day: bool):
+        from pyiceberg.transforms import IdentityTransform
+
+        ident = f"curated.{name}"
+        if self.catalog.table_exists(ident):
+            return self.catalog.load_table(ident)
+        table = self.catalog.create_table(ident, schema=schema)
+        if by_day:
+            field = table.schema().find_field("dt")
+            with table.update_spec() as spec:
+                spec.add_field(field.name, IdentityTransform(), "dt")
+        return self.catalog.load_table(ident)
+
+    def append(self, name: str, rows: pa.Table, by_day: bool = True) -> None:
+        self._table(name, rows.schema, by_day).append(rows)
+
+    def replace_day(self, name: str, day: str, rows: pa.Table) -> None:
+        from pyiceberg.expressions import EqualTo
+
+        self._table(name, rows.schema, True).overwrite(rows, overwrite_filter=EqualTo("dt", day))
+
+    def replace(self, name: str, rows: pa.Table) -> None:
+        self._table(name, rows.schema, False).overwrite(rows)
+
+    def version(self, name: str):
+        return self.catalog.load_table(f"curated.{name}").current_snapshot().snapshot_id
+
+    def read(self, name: str, version=None) -> pa.Table:
+        table = self.catalog.load_table(f"curated.{name}")
+        return table.scan(snapshot_id=version).to_arrow()
+
+
+# --- Delta -----------------------------------------------------------------------------------------
+
+class Delta:
+    name = "delta (deltalake)"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def append(self, name: str, rows: pa.Table, by_day: bool = True) -> None:
+        from deltalake import write_deltalake
+
+        write_deltalake(str(self.root / name), rows, mode="append", partition_by=["dt"] if by_day else None)
+
+    def replace_day(self, name: str, day: str, rows: pa.Table) -> None:
+        from deltalake import write_deltalake
+
+        write_deltalake(str(self.root / name), rows, mode="overwrite", predicate=f"dt = '{day}'",
+                        partition_by=["dt"])
+
+    def replace(self, name: str, rows: pa.Table) -> None:
+        from deltalake import write_deltalake
+
+        write_deltalake(str(self.root / name), rows, mode="overwrite")
+
+    def version(self, name: str):
+        from deltalake import DeltaTable
+
+        return DeltaTable(str(self.root / name)).version()
+
+    def read(self, name: str, version=None) -> pa.Table:
+        from deltalake import DeltaTable
+
+        table = DeltaTable(str(self.root / name), version=version)
+        return pa.table(table.to_pyarrow_dataset().to_table())
+
+
+FORMATS = {"iceberg": Iceberg, "delta": Delta}
+
+
+def _concurrent_writer(kind: str, root: str, rows: pa.Table, results, start) -> None:
+    """One of WRITERS processes appending COMMITS_EACH times to one table, together."""
+    fmt = FORMATS[kind](Path(root))
+    start.wait()
+    ok, refused = 0, []
+    for _ in range(COMMITS_EACH):
+        try:
+            fmt.append("contended", rows)
+            ok += 1
+        except Exception as exc:  # the commit lost a race the library did not resolve
+            refused.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    results.put((ok, refused))
+
+
+def measure(kind: str, folder: Path, days: list[str], daily: dict, whole: dict) -> dict:
+    root = folder / kind
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    fmt = FORMATS[kind](root)
+    out: dict = {"format": fmt.name}
+
+    # one commit per table for each merged day, then the undated tables replaced
+    per_day, versions = [], []
+    for day in days:
+        started = time.perf_counter()
+        for name, parts in daily.items():
+            if day in parts:
+                fmt.append(name, parts[day])
+        per_day.append(time.perf_counter() - started)
+        versions.append({name: fmt.version(name) for name in daily if day in daily[name]})
+    for name, rows in whole.items():
+        fmt.replace(name, rows)
+    commits = sum(1 for parts in daily.values() for day in days if day in parts)
+    out["commit_day_s_median"] = round(statistics.median(per_day), 4)
+    out["commit_table_s_median"] = round(statistics.median(per_day) / max(1, len(daily)), 4)
+    out["commits"] = commits
+
+    # a day merged again: exactly that day replaced, the rest untouched
+    name = max(daily, key=lambda n: sum(t.num_rows for t in daily[n].values()))
+    day = days[len(days) // 2]
+    before = fmt.read(name).num_rows
+    started = time.perf_counter()
+    fmt.replace_day(name, day, daily[name][day])
+    out["replace_day_s"] = round(time.perf_counter() - started, 4)
+    out["replace_day_exact"] = fmt.read(name).num_rows == before
+
+    # time travel: the table as it was after the first day's commit
+    first = versions[0][name]
+    started = time.perf_counter()
+    old = fmt.read(name, first)
+    out["time_travel_s"] = round(time.perf_counter() - started, 4)
+    out["time_travel_exact"] = old.num_rows == daily[name][days[0]].num_rows
+
+    started = time.perf_counter()
+    full = fmt.read(name)
+    out["full_read_s"] = round(time.perf_counter() - started, 4)
+    out["table"], out["rows"] = name, full.num_rows
+    out["files"], out["bytes"] = folder_size(root)
+
+    # two writers at once on one table
+    sample = daily[name][days[-1]]
+    fmt.append("contended", sample)  # the table exists before the race
+    ctx = multiprocessing.get_context("spawn")
+    results, start = ctx.Queue(), ctx.Event()
+    workers = [ctx.Process(target=_concurrent_writer, args=(kind, str(root), sample, results, start))
+               for _ in range(WRITERS)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)  # both processes imported their library
+    started = time.perf_counter()
+    start.set()
+    got = [results.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join(60)
+    out["concurrent_s"] = round(time.perf_counter() - started, 3)
+    out["concurrent_committed"] = sum(ok for ok, _ in got)
+    out["concurrent_refused"] = sum(len(r) for _, r in got)
+    out["concurrent_refusals"] = sorted({r for _, refused in got for r in refused})[:3]
+    out["concurrent_rows_exact"] = fmt.read("contended").num_rows == sample.num_rows * (1 + out["concurrent_committed"])
+    return out
+
+
+def main(lake: Path, folder: Path, days: int) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen, daily, whole = curated_days(lake, days)
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+              "lake": str(lake), "days": len(chosen), "tables_by_day": sorted(daily), "tables_whole": sorted(whole),
+              "rows": sum(t.num_rows for parts in daily.values() for t in parts.values()),
+              "versions": {d: metadata.version(d) for d in ("pyiceberg", "deltalake", "pyarrow")},
+              "installed_bytes": {"pyiceberg": installed_size("pyiceberg"),
+                                  "pyiceberg_with_sql_deps": installed_size("pyiceberg", "sqlalchemy", "pyroaring",
+                                                                            "mmh3", "strictyaml", "fsspec"),
+                                  "deltalake": installed_size("deltalake"),
+                                  "deltalake_with_deps": installed_size("deltalake", "arro3-core")},
+              "results": []}
+    for kind in FORMATS:
+        result = measure(kind, folder, chosen, daily, whole)
+        print(json.dumps(result), flush=True)
+        report["results"].append(result)
+    (folder / "table_formats.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--days", type=int, default=60)
+    args = parser.parse_args()
+    print(json.dumps(main(args.lake, args.out, args.days), indent=1), file=sys.stderr)
