@@ -22,11 +22,12 @@ KEY, ADMIN = "test-key-0123456789", "admin-key-9876543210"
 
 
 def haproxy_config(serve_ingress: dict[str, str]) -> str:
-    """The config Serve wrote for the session's HAProxy ('' when there is none): in a folder per
-    node beside the path it was given."""
+    """The config Serve wrote last for the session's HAProxy ('' when there is none): in a folder
+    per node beside the path it was given (a Serve of an earlier Ray of the session, whose node
+    had another id, may have left its own)."""
     given = Path(serve_ingress["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"])
-    found = sorted(given.parent.glob(f"*/{given.name}"))
-    return found[0].read_text() if found else ""
+    found = sorted(given.parent.glob(f"*/{given.name}"), key=lambda p: p.stat().st_mtime)
+    return found[-1].read_text() if found else ""
 
 
 @pytest.fixture(scope="package")

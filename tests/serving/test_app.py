@@ -126,7 +126,7 @@ def test_each_family_is_one_hop_from_the_port(server, serve_ingress):
         return all(len([s for s in routes.get(f"/v1/{f}/", []) if not s.startswith("~")]) == n
                    for f, n in wanted.items())
 
-    wait_until(listed, 60, 0.5)
+    assert wait_until(listed, 60, 0.5), _haproxy_routes(haproxy_config(serve_ingress))
     config = haproxy_config(serve_ingress)
     assert f"retry-on {RETRY_ON}" in config and "option redispatch" in config
     assert "option http-buffer-request" in config  # serving/bin/haproxy's line: POSTs can be retried

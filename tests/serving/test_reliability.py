@@ -323,11 +323,12 @@ def test_champion_artifacts_deleted_then_a_replica_killed_under_load(server):
             assert wait_until(lambda: "artifacts cannot be read" in (models(base)["location"]["last_error"] or ""),
                               30, 0.5), models(base)["location"]
             ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
-            # a replacement starts (it cannot load the champion); requests flow on for 15 s after
+            # a replacement starts (it cannot load the champion); requests flow on: 200 more answered
+            # while it is up without a model (a replica taking its share of them and answering 503,
+            # as before issue 19, failed 40-52 % of them)
             assert wait_until(lambda: set(_replicas("Family-location")) - set(before), 120, 0.2)
             started = load.ok
-            time.sleep(15)
-            assert load.ok >= started + 100
+            assert wait_until(lambda: load.ok >= started + 200, 60, 0.1), (load.ok - started, load.failures[:3])
             failed, answered = len(load.failures), load.ok
         finally:
             hidden.rename(source)
