@@ -12,6 +12,7 @@ What the merge needs from a format, and what is measured for each:
 
 Run with an environment that has both libraries (their wheels are not in Quanyu's):
     python -m benchmarks.table_formats --lake LAKE --out FOLDER [--days 60]
+    python -m benchmarks.table_formats --lake LAKE --out FOLDER --s3   # on moto's S3 server (moto[server], boto3)
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ import os
 import platform
 import shutil
 import statistics
+import socket
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -34,6 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 WRITERS, COMMITS_EACH = 2, 8
+# deltalake's options for S3 writes beyond the endpoint and keys (--delta-s3-option KEY=VALUE):
+# without a lock or conditional writes delta-rs refuses concurrent-unsafe writes to S3
+DELTA_S3_OPTIONS: dict[str, str] = {}
 # Iceberg at its best for a table appended to daily: manifests merged as they accumulate (else
 # every commit lists one more manifest) and old metadata files deleted (else each commit writes
 # the whole snapshot history again and keeps every earlier copy: 110 MB after 240 days of the
@@ -81,9 +88,47 @@ def _plain(table: pa.Table) -> pa.Table:
     return pa.table([plain(c) for c in table.columns], names=table.column_names)
 
 
-def folder_size(path: Path) -> tuple[int, int]:
-    files = [p for p in path.rglob("*") if p.is_file()]
-    return len(files), sum(p.stat().st_size for p in files)
+@dataclass(frozen=True)
+class Place:
+    """Where a format's tables go: a local folder, or a prefix of a bucket on an S3-protocol
+    server (`endpoint`: moto's server on loopback here). Picklable, for the concurrent writers."""
+
+    local: str  # the catalog's SQLite file (and, without an endpoint, the tables) live here
+    endpoint: str | None = None
+    bucket: str = "quanyu"
+    delta_extra: tuple[tuple[str, str], ...] = ()  # DELTA_S3_OPTIONS, carried to the writer processes
+
+    def uri(self, *parts: str) -> str:
+        if self.endpoint is None:
+            return str(Path(self.local, *parts))
+        return "s3://" + "/".join([self.bucket, Path(self.local).name, *parts])
+
+    def delta_options(self) -> dict[str, str]:
+        if self.endpoint is None:
+            return {}
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "quanyu", "AWS_SECRET_ACCESS_KEY": "quanyu",
+                "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", **dict(self.delta_extra)}
+
+    def iceberg_properties(self) -> dict[str, str]:
+        if self.endpoint is None:
+            return {}
+        return {"s3.endpoint": self.endpoint, "s3.access-key-id": "quanyu", "s3.secret-access-key": "quanyu",
+                "s3.region": "us-east-1"}
+
+    def size(self) -> tuple[int, int]:
+        """Files and bytes written."""
+        if self.endpoint is None:
+            files = [p for p in Path(self.local).rglob("*") if p.is_file() and p.name != "catalog.db"]
+            return len(files), sum(p.stat().st_size for p in files)
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="quanyu",
+                          aws_secret_access_key="quanyu", region_name="us-east-1")
+        count = total = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=Path(self.local).name + "/"):
+            for item in page.get("Contents", []):
+                count, total = count + 1, total + item["Size"]
+        return count, total
 
 
 def installed_size(*distributions: str) -> int:
@@ -102,11 +147,12 @@ def installed_size(*distributions: str) -> int:
 class Iceberg:
     name = "iceberg (pyiceberg SQL catalog on SQLite)"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, place: Place) -> None:
         from pyiceberg.catalog.sql import SqlCatalog
 
-        self.root = root
-        self.catalog = SqlCatalog("quanyu", uri=f"sqlite:///{root / 'catalog.db'}", warehouse=root.as_uri())
+        warehouse = place.uri() if place.endpoint else Path(place.local).as_uri()
+        self.catalog = SqlCatalog("quanyu", uri=f"sqlite:///{Path(place.local) / 'catalog.db'}", warehouse=warehouse,
+                                  **place.iceberg_properties())
         self.catalog.create_namespace_if_not_exists("curated")
 
     def _table(self, name: str, schema: pa.Schema, by_day: bool):
@@ -146,43 +192,45 @@ class Iceberg:
 class Delta:
     name = "delta (deltalake)"
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, place: Place) -> None:
+        self.place = place
+        self.options = place.delta_options()
 
     def append(self, name: str, rows: pa.Table, by_day: bool = True) -> None:
         from deltalake import write_deltalake
 
-        write_deltalake(str(self.root / name), rows, mode="append", partition_by=["dt"] if by_day else None)
+        write_deltalake(self.place.uri(name), rows, mode="append", partition_by=["dt"] if by_day else None,
+                        storage_options=self.options)
 
     def replace_day(self, name: str, day: str, rows: pa.Table) -> None:
         from deltalake import write_deltalake
 
-        write_deltalake(str(self.root / name), rows, mode="overwrite", predicate=f"dt = '{day}'",
-                        partition_by=["dt"])
+        write_deltalake(self.place.uri(name), rows, mode="overwrite", predicate=f"dt = '{day}'",
+                        partition_by=["dt"], storage_options=self.options)
 
     def replace(self, name: str, rows: pa.Table) -> None:
         from deltalake import write_deltalake
 
-        write_deltalake(str(self.root / name), rows, mode="overwrite")
+        write_deltalake(self.place.uri(name), rows, mode="overwrite", storage_options=self.options)
 
     def version(self, name: str):
         from deltalake import DeltaTable
 
-        return DeltaTable(str(self.root / name)).version()
+        return DeltaTable(self.place.uri(name), storage_options=self.options).version()
 
     def read(self, name: str, version=None) -> pa.Table:
         from deltalake import DeltaTable
 
-        table = DeltaTable(str(self.root / name), version=version)
+        table = DeltaTable(self.place.uri(name), version=version, storage_options=self.options)
         return pa.table(table.to_pyarrow_dataset().to_table())
 
 
 FORMATS = {"iceberg": Iceberg, "delta": Delta}
 
 
-def _concurrent_writer(kind: str, root: str, rows: pa.Table, results, start) -> None:
+def _concurrent_writer(kind: str, place: Place, rows: pa.Table, results, start) -> None:
     """One of WRITERS processes appending COMMITS_EACH times to one table, together."""
-    fmt = FORMATS[kind](Path(root))
+    fmt = FORMATS[kind](place)
     start.wait()
     ok, refused = 0, []
     for _ in range(COMMITS_EACH):
@@ -194,12 +242,13 @@ def _concurrent_writer(kind: str, root: str, rows: pa.Table, results, start) -> 
     results.put((ok, refused))
 
 
-def measure(kind: str, folder: Path, days: list[str], daily: dict, whole: dict) -> dict:
+def measure(kind: str, folder: Path, days: list[str], daily: dict, whole: dict, endpoint: str | None = None) -> dict:
     root = folder / kind
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    fmt = FORMATS[kind](root)
-    out: dict = {"format": fmt.name}
+    place = Place(str(root), endpoint, delta_extra=tuple(DELTA_S3_OPTIONS.items()))
+    fmt = FORMATS[kind](place)
+    out: dict = {"format": fmt.name, "store": "S3 protocol (moto server, loopback)" if endpoint else "local disk"}
 
     # one commit per table for each merged day, then the undated tables replaced
     per_day, versions = [], []
@@ -237,14 +286,14 @@ def measure(kind: str, folder: Path, days: list[str], daily: dict, whole: dict) 
     full = fmt.read(name)
     out["full_read_s"] = round(time.perf_counter() - started, 4)
     out["table"], out["rows"] = name, full.num_rows
-    out["files"], out["bytes"] = folder_size(root)
+    out["files"], out["bytes"] = place.size()
 
     # two writers at once on one table
     sample = daily[name][days[-1]]
     fmt.append("contended", sample)  # the table exists before the race
     ctx = multiprocessing.get_context("spawn")
     results, start = ctx.Queue(), ctx.Event()
-    workers = [ctx.Process(target=_concurrent_writer, args=(kind, str(root), sample, results, start))
+    workers = [ctx.Process(target=_concurrent_writer, args=(kind, place, sample, results, start))
                for _ in range(WRITERS)]
     for w in workers:
         w.start()
@@ -262,7 +311,31 @@ def measure(kind: str, folder: Path, days: list[str], daily: dict, whole: dict) 
     return out
 
 
-def main(lake: Path, folder: Path, days: int) -> dict:
+def s3_server(folder: Path):
+    """moto's S3-protocol server on a free loopback port, with the bucket made; (process, endpoint)."""
+    import boto3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=open(folder / "moto.log", "w"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="quanyu", aws_secret_access_key="quanyu",
+                      region_name="us-east-1")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            s3.create_bucket(Bucket="quanyu")
+            return server, endpoint
+        except Exception:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise
+            time.sleep(0.3)
+
+
+def main(lake: Path, folder: Path, days: int, s3: bool = False) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     chosen, daily, whole = curated_days(lake, days)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -275,10 +348,20 @@ def main(lake: Path, folder: Path, days: int) -> dict:
                                   "deltalake": installed_size("deltalake"),
                                   "deltalake_with_deps": installed_size("deltalake", "arro3-core")},
               "results": []}
-    for kind in FORMATS:
-        result = measure(kind, folder, chosen, daily, whole)
-        print(json.dumps(result), flush=True)
-        report["results"].append(result)
+    server, endpoint = s3_server(folder) if s3 else (None, None)
+    report["delta_s3_options"] = DELTA_S3_OPTIONS if s3 else None
+    try:
+        for kind in FORMATS:
+            try:
+                result = measure(kind, folder, chosen, daily, whole, endpoint)
+            except Exception as exc:  # a format that cannot do it here: that is the finding
+                result = {"format": kind, "failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            print(json.dumps(result), flush=True)
+            report["results"].append(result)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
     (folder / "table_formats.json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -288,5 +371,8 @@ if __name__ == "__main__":
     parser.add_argument("--lake", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--s3", action="store_true", help="the tables on moto's S3-protocol server (loopback)")
+    parser.add_argument("--delta-s3-option", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    print(json.dumps(main(args.lake, args.out, args.days), indent=1), file=sys.stderr)
+    DELTA_S3_OPTIONS.update(dict(o.split("=", 1) for o in args.delta_s3_option))
+    print(json.dumps(main(args.lake, args.out, args.days, args.s3), indent=1), file=sys.stderr)
