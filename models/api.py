@@ -79,12 +79,6 @@ class FamilyApi:
     operations: tuple[Operation, ...]
     invocations: Invocations
 
-    def operation(self, name: str) -> Operation:
-        for op in self.operations:
-            if op.name == name:
-                return op
-        raise KeyError(f"no operation {name!r}")
-
 
 def problem(status: int, detail: Any) -> Answer:
     return status, {"detail": detail}

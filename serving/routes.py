@@ -24,11 +24,7 @@ INVOCATIONS = Operation("POST", "/invocations", "invocations", None, None,  # ty
 
 def operations(family: str) -> tuple[Operation, ...]:
     """The family's operations (its package's models/<family>/api.py) and /invocations."""
-    return (*api_of(family).operations, INVOCATIONS)
-
-
-def api_of(family: str):
-    return registered(family).api()
+    return (*registered(family).api().operations, INVOCATIONS)
 
 
 _replica: dict[str, Any] = {}

@@ -33,6 +33,7 @@ from models.location.recommender import SiteRecommender
 from models.report import Report
 from models.training import Input, Trained
 
+MEMBER_WINDOW_MARGIN_DAYS = 31
 HEADLINE = ("spearman", "spearman_population_baseline", "spearman_gravity_baseline", "spearman_oracle", "ndcg_at_10")
 
 
@@ -42,8 +43,10 @@ def inputs(config: LocationConfig, holdout: bool = False) -> dict[str, Input]:
             "stores": Input("raw", "stores", contract=True, needed="the location family needs the brand's stores"),
             "performance": Input("curated", "store_performance", needed="run quanyu data merge first"),
             "members": Input("raw", "members", ("member_id", "home_cell"), contract=True),
+            # the member window ends at the last day with store sales (prepare cuts it exactly); the
+            # lake's last day, where this read ends, may come later (days of online sales only)
             "interactions": Input("curated", "interactions", ("dt", "member_id", "channel", "revenue"),
-                                  days=config.features.member_days),
+                                  days=config.features.member_days + MEMBER_WINDOW_MARGIN_DAYS),
             "daily": Input("curated", "store_daily", ("dt", "store_id", "channel", "revenue_net")),
             "truth": Input("truth", "stores", ("store_id", "true_level"))}
 
