@@ -10,15 +10,14 @@ What the merge needs from a format, and what is measured for each:
 - time travel: a table read as it was at an earlier snapshot or version, exactly;
 - a full read; files and bytes written; what the library adds to the install.
 
-Run with an environment that has both libraries (their wheels are not in Quanyu's):
-    python -m benchmarks.table_formats --lake LAKE --out FOLDER [--days 60]
+Run from the repository with an environment that has both libraries (deltalake is not in Quanyu's):
+    PYTHONPATH=. python -m benchmarks.table_formats --lake LAKE --out FOLDER [--days 60]
     python -m benchmarks.table_formats --lake LAKE --out FOLDER --s3   # on moto's S3 server (moto[server], boto3)
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing
 import os
@@ -35,7 +34,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 WRITERS, COMMITS_EACH = 2, 8
 # deltalake's options for S3 writes beyond the endpoint and keys (--delta-s3-option KEY=VALUE):
@@ -51,27 +49,24 @@ ICEBERG_PROPERTIES = {"commit.manifest-merge.enabled": "true", "write.metadata.d
 
 def curated_days(lake: Path, days: int) -> tuple[list[str], dict[str, dict[str, pa.Table]], dict[str, pa.Table]]:
     """The last `days` days of every curated table partitioned by day (table → day → rows, with
-    `dt`), and the tables that are not partitioned."""
+    `dt`), and the tables that are not partitioned, as the lake's latest commit shows them (read
+    through Quanyu's own reader: the lake's curated zone is itself Iceberg now)."""
+    from lake.store import Lake
+
+    source = Lake(lake)
+    record = source.tables.commit_record()
+    if record is None:
+        raise SystemExit(f"{lake} has no curated tables: merge it first (quanyu data merge --lake {lake})")
     daily: dict[str, dict[str, pa.Table]] = {}
     whole: dict[str, pa.Table] = {}
-    for folder in sorted(p for p in (lake / "curated").iterdir() if p.is_dir() and not p.name.startswith("_")):
-        parts = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("dt="))
-        if not parts:
-            files = sorted(folder.glob("*.parquet"))
-            if files:
-                whole[folder.name] = pa.concat_tables([pq.read_table(f) for f in files])
+    for name in sorted(record.snapshots):
+        held = source.partitions("curated", name)
+        if not held:
+            whole[name] = _plain(source.read("curated", name))
             continue
-        daily[folder.name] = {}
-        for part in parts[-days:]:
-            day = part.name[3:]
-            table = pa.concat_tables([pq.read_table(f) for f in sorted(part.glob("*.parquet"))],
-                                     promote_options="permissive")
-            if "dt" in table.column_names:
-                table = table.drop_columns(["dt"])
-            table = table.append_column("dt", pa.array([dt.date.fromisoformat(day)] * table.num_rows, pa.date32()))
-            daily[folder.name][day] = _plain(table)
+        daily[name] = {d.isoformat(): _plain(source.read("curated", name, d)) for d in held[-days:]}
     days_seen = sorted({d for per_day in daily.values() for d in per_day})
-    return days_seen, daily, {k: _plain(v) for k, v in whole.items()}
+    return days_seen, daily, whole
 
 
 def _plain(table: pa.Table) -> pa.Table:

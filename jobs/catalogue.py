@@ -10,17 +10,19 @@ from functools import cached_property
 from typing import Any
 
 from lake.contract import RAW_TABLES, complete
-from lake.store import Lake, LakeError
+from lake.store import TABLE_ZONES, Lake, LakeError
 from models.training import Input
 
 
 class Frames(dict):
-    """Each input by its name; `days`: the days each partitioned input covers; `settings`: the
-    brand's settings kept with the lake (its currency, …)."""
+    """Each input by its name; `days`: the days each partitioned input covers; `snapshots`: the
+    Iceberg snapshot of each curated table read (lineage); `settings`: the brand's settings kept
+    with the lake (its currency, …)."""
 
     def __init__(self, lake: Lake) -> None:
         super().__init__()
         self.days: dict[str, list[dt.date]] = {}
+        self.snapshots: dict[str, int] = {}
         self._lake = lake
 
     @cached_property
@@ -31,12 +33,14 @@ class Frames(dict):
 def read(lake: Lake, inputs: dict[str, Input], as_of: dt.date | None = None) -> Frames:
     """Each input by its name: a pandas frame, a parsed JSON document, or None for an optional
     input the lake does not have. With `as_of`, the lake as it was that day: no day after it.
-    Raises LakeError naming a needed table the lake lacks."""
+    Curated tables are read as `lake`'s commit shows them (`lake.at(commit)` pins one). Raises LakeError naming a needed table the lake lacks."""
     frames = Frames(lake)
     for name, spec in inputs.items():
         frames[name], days = read_input(lake, spec, as_of)
         if days:
             frames.days[name] = days
+        if spec.zone in TABLE_ZONES and frames[name] is not None:
+            frames.snapshots[spec.table] = lake.tables.snapshot(spec.table)
     return frames
 
 
@@ -45,14 +49,15 @@ def read_input(lake: Lake, spec: Input, as_of: dt.date | None = None) -> tuple[A
     if spec.json is not None:
         path = lake.table_dir(spec.zone, spec.table) / spec.json
         return (json.loads(path.read_text()) if path.is_file() else _absent(lake, spec)), []
-    days = [d for d in lake.partitions(spec.zone, spec.table) if as_of is None or d <= as_of]
+    held = lake.partitions(spec.zone, spec.table)
+    days = [d for d in held if as_of is None or d <= as_of]
     if days:
         if spec.days is not None:
             days = [d for d in days if d > days[-1] - dt.timedelta(days=spec.days)]
         # `dt` comes from the partition when the files do not hold it
         columns = [c for c in spec.columns if c != "dt"] if spec.columns else None
         table = lake.read_all(spec.zone, spec.table, columns=columns, days=days)
-    elif lake.files(spec.zone, spec.table):
+    elif not held and lake.has(spec.zone, spec.table):  # a table not partitioned by day
         table = lake.read(spec.zone, spec.table)
     else:
         return _absent(lake, spec, as_of), []

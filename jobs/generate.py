@@ -23,6 +23,7 @@ from lake.generate.sales import CityContext, calibrate_base_rate, city_contexts,
 from lake.generate.scales import get_scale
 from lake.generate.world import build_world
 from lake.generate.writer import chunk_days, write_chunk, write_dimensions
+from lake.location import task_options
 from lake.store import Lake
 
 
@@ -69,7 +70,7 @@ def main(config: GenerateConfig, lake: Lake) -> GenerateResult:
         ctx.base_rate = world.base_rate
     dims = write_dimensions(lake, world)
 
-    task = ray.remote(_simulate_and_write)
+    task = ray.remote(_simulate_and_write).options(**task_options(lake.root))  # a lake on a store: its keys go along
     chunks = chunk_days(world.days, scale.chunk_days)
     context_refs = [ray.put(ctx) for ctx in contexts]  # top-level arguments: Ray resolves them
     refs = [task.remote(lake, k, days, config.seed, *context_refs) for k, days in enumerate(chunks)]

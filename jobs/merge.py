@@ -3,12 +3,14 @@
 Steps:
 1. load the dimension tables and build the OneID index (ambiguous channel ids dropped);
 2. pick the days to merge: the given dates, else every raw day whose input files changed since
-   the last merge (a manifest of file fingerprints in curated/_manifest.json);
+   the last merge (a manifest of file fingerprints, kept in the lake's commits);
 3. without an assortment table, collect each day's sold (store, SKU) pairs to infer ranging;
-4. merge each day as a Ray task: read that day's raw lines, write that day's curated partitions
-   (sales_lines, demand_daily, interactions, store_daily) atomically;
-5. drop curated days whose raw days are gone (quarantined or deleted), update the manifest;
-6. rebuild store_performance (one row per offline store) from store_daily.
+4. merge each day as a Ray task: read that day's raw lines, write that day's rows of the curated
+   tables (sales_lines, demand_daily, interactions, store_daily) as new data files;
+5. commit (lake/tables.py): in each table the merged days' rows give way to the new files, and
+   curated days whose raw days are gone (quarantined or deleted) are dropped; store_performance
+   (one row per offline store) is rebuilt from store_daily; one lake commit records every table's
+   snapshot and the manifest, so readers see all of the merge or none of it.
 
 Dimension tables are applied as they are at merge time; `rebuild` re-merges every day (for
 instance after the identities table gained links).
@@ -17,11 +19,9 @@ instance after the identities table gained links).
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,7 +33,9 @@ from lake.contract import (
 )
 from lake.merge import RANGING_WINDOW_DAYS, Dimensions, merge_day, store_performance
 from lake.oneid import identity_index
+from lake.location import task_options
 from lake.store import Lake, LakeError
+from lake.tables import Staged, TableError
 
 MERGE_VERSION = 1  # bump when the merge's output changes, so every day is merged again
 CURATED_DAILY = ("sales_lines", "demand_daily", "interactions", "store_daily")
@@ -57,6 +59,7 @@ class DayStats:
     resolution: dict[str, int] = field(default_factory=dict)
     linked: dict[str, list[int]] = field(default_factory=dict)  # source (platform or pos) → [lines, linked to a member]
     error: str | None = None
+    staged: list[Staged] = field(default_factory=list)  # the day's new data files, one per curated table
 
 
 @dataclass
@@ -74,6 +77,7 @@ class MergeResult:
     identity_conflicts: int = 0
     stores_with_performance: int = 0
     seconds: float = 0.0
+    commit: int | None = None  # the lake commit the merge made; None when it changed nothing
     linked: dict[str, list[int]] = field(default_factory=dict)  # source → [lines, linked to a member]
 
     @property
@@ -127,35 +131,13 @@ def pending_days(lake: Lake) -> list[dt.date]:
     return [d for d in days if manifest["days"].get(d.isoformat()) != day_fingerprint(lake, d)]
 
 
-def _manifest_path(lake: Lake):
-    return lake.table_dir("curated", "_manifest.json")
-
-
 def _read_manifest(lake: Lake) -> dict:
-    path = _manifest_path(lake)
-    if not path.exists():
-        return {"version": MERGE_VERSION, "days": {}}
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {"version": MERGE_VERSION, "days": {}}  # unreadable manifest: merge everything again
-    if manifest.get("version") != MERGE_VERSION:
+    """The fingerprints of the raw days the lake's latest commit holds merged."""
+    record = lake.tables.commit_record()
+    manifest = record.manifest if record else {}
+    if manifest.get("version") != MERGE_VERSION:  # an older merge's output: merge everything again
         return {"version": MERGE_VERSION, "days": {}}
     return manifest
-
-
-def _write_manifest(lake: Lake, manifest: dict) -> None:
-    path = _manifest_path(lake)
-    tmp = path.with_suffix(".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        # the old manifest stays: days it does not vouch for are merged again next time
-        raise LakeError(f"could not record the merge in {path}: {exc.strerror or exc}; free space or fix "
-                        "permissions there and merge again") from exc
 
 
 def _read_day(lake: Lake, table: str, day: dt.date, columns: list[str] | None = None) -> pa.Table | None:
@@ -184,10 +166,15 @@ def _merge_one(lake: Lake, day: dt.date, dims: Dimensions, recent_pairs: pa.Tabl
         stats.error = (f"dt={day} could not be merged: {type(exc).__name__}: {str(exc)[:200]}; "
                        "run quanyu data validate --quarantine")
         return stats
-    try:  # the day's four tables together: all of them or, on a failed write, none
-        lake.write_day("curated", {name: getattr(curated, name) for name in CURATED_DAILY}, day)
-    except LakeError as exc:
-        stats.error = str(exc)
+    try:  # the day's four tables, as files the driver's commit adds: all of them or none
+        for name in CURATED_DAILY:
+            stats.staged.append(lake.tables.stage(name, day, getattr(curated, name)))
+    except OSError as exc:
+        for item in stats.staged:
+            Path(item.path).unlink(missing_ok=True)
+        stats.staged = []
+        stats.error = (f"could not write curated dt={day} under {lake.root}: {exc.strerror or exc}; no table was "
+                       "changed — free space or fix permissions there, then run again")
         return stats
     stats.lines = curated.sales_lines.num_rows
     stats.raw_units_net = sum(int(pc.sum(t["quantity"]).as_py() or 0) for t in (online, pos) if t is not None)
@@ -205,15 +192,13 @@ def _merge_one(lake: Lake, day: dt.date, dims: Dimensions, recent_pairs: pa.Tabl
     return stats
 
 
-def _rebuild_store_performance(lake: Lake, dims: Dimensions) -> int:
-    days = lake.partitions("curated", "store_daily")
-    if not days:
-        return 0
-    daily = lake.read_all("curated", "store_daily", days=days)
+def _store_performance(lake: Lake, dims: Dimensions, changes) -> pa.Table | None:
+    """store_performance from store_daily as the commit being made has it."""
+    daily = changes.read("store_daily")
+    if daily is None or not daily.num_rows:
+        return None
     sites = lake.read("raw", "candidate_sites") if lake.files("raw", "candidate_sites") else None
-    perf = store_performance(daily, dims.stores, sites, lake_end=days[-1])
-    lake.write("curated", "store_performance", perf)
-    return perf.num_rows
+    return store_performance(daily, dims.stores, sites, lake_end=pc.max(daily["dt"]).as_py())
 
 
 def main(config: MergeConfig, lake: Lake) -> MergeResult:
@@ -239,10 +224,11 @@ def main(config: MergeConfig, lake: Lake) -> MergeResult:
         todo = pending_days(lake) if not config.rebuild else raw_days
         result.skipped = len(raw_days) - len(todo)
 
+    travel = task_options(lake.root)  # a lake on a store: its endpoint and keys go with the tasks
     window: dict[dt.date, pa.Table] = {}
     if dims.assortment is None and todo:
         needed = [d for d in raw_days if todo[0] - dt.timedelta(days=RANGING_WINDOW_DAYS - 1) <= d <= todo[-1]]
-        pair_task = ray.remote(_sold_pairs)
+        pair_task = ray.remote(_sold_pairs).options(**travel)
         window = dict(zip(needed, ray.get([pair_task.remote(lake, d) for d in needed])))
 
     def recent(day: dt.date) -> pa.Table | None:
@@ -251,10 +237,12 @@ def main(config: MergeConfig, lake: Lake) -> MergeResult:
         parts = [t for d, t in window.items() if day - dt.timedelta(days=RANGING_WINDOW_DAYS - 1) <= d <= day]
         return pa.concat_tables(parts).group_by(["store_id", "sku_id"]).aggregate([]) if parts else None
 
-    task = ray.remote(_merge_one)
+    task = ray.remote(_merge_one).options(**travel)
     dims_ref = ray.put(dims)
     refs = [task.remote(lake, day, dims_ref, recent(day), day_fingerprint(lake, day)) for day in todo]
+    staged: list[Staged] = []
     for stats in as_completed(refs, label="merge days"):
+        staged += stats.staged
         if stats.error:
             result.failed[stats.day.isoformat()] = stats.error
             manifest["days"].pop(stats.day.isoformat(), None)
@@ -275,13 +263,32 @@ def main(config: MergeConfig, lake: Lake) -> MergeResult:
 
     if not config.dates:  # a full pass also retires curated days whose raw days are gone
         raw_set = set(raw_days)
-        for day in sorted(set().union(*(lake.partitions("curated", t) for t in CURATED_DAILY)) - raw_set):
-            for name in CURATED_DAILY:
-                shutil.rmtree(lake.partition_dir("curated", name, day), ignore_errors=True)
+        result.removed = sorted(set().union(*(lake.partitions("curated", t) for t in CURATED_DAILY)) - raw_set)
+        for day in result.removed:
             manifest["days"].pop(day.isoformat(), None)
-            result.removed.append(day)
-    _write_manifest(lake, manifest)
-    if result.merged or result.removed or not lake.files("curated", "store_performance"):
-        result.stores_with_performance = _rebuild_store_performance(lake, dims)
+    if result.merged or result.removed or not lake.has("curated", "store_performance"):
+        _commit(lake, dims, result, staged, manifest)
     result.seconds = round(time.monotonic() - started, 1)
     return result
+
+
+def _commit(lake: Lake, dims: Dimensions, result: MergeResult, staged: list[Staged], manifest: dict) -> None:
+    """One lake commit for the whole merge: each daily table's merged and removed days, then
+    store_performance rebuilt from the new store_daily. Raises LakeError when it cannot be made
+    (the lake's readers still see it as it was)."""
+    note = (f"merge: {len(result.merged)} day(s) merged"
+            + (f" ({result.merged[0]} … {result.merged[-1]})" if result.merged else "")
+            + (f", {len(result.removed)} removed" if result.removed else ""))
+    try:
+        with lake.tables.committing(note) as changes:
+            for name in CURATED_DAILY:
+                changes.replace_days(name, [s for s in staged if s.table == name], result.removed)
+            perf = _store_performance(lake, dims, changes)
+            if perf is not None:
+                changes.replace("store_performance", perf)
+                result.stores_with_performance = perf.num_rows
+            changes.manifest = manifest
+        result.commit = changes.committed.id
+    except TableError as exc:
+        result.merged, result.commit = [], None
+        raise LakeError(str(exc)) from None

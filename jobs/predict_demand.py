@@ -76,6 +76,9 @@ def main(lake: Lake, tracking_uri: str, alias: str = "champion", batch_series: i
     demand the lake does not have, ValueError when it has none before `as_of`."""
     import ray.data
 
+    if lake.remote:  # the forecasts zone is swapped in by a folder rename, which an object store lacks
+        raise LakeError(f"batch forecasts are written into a lake on this machine's disk only, not into {lake.root} "
+                        "(yet): score into a local --lake, or call the serving API's batched forecasts")
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         loaded = Registry(tracking_uri).load("demand", alias=alias, download_to=Path(tmp) / "version")

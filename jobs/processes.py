@@ -7,6 +7,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -40,6 +43,29 @@ def start_server(command: list[str], env: dict, ready_url: str, log: Path, timeo
         stop_server(process)
         raise TimeoutError(f"{command[:3]} did not answer within {timeout} s; see {log}")
     return process
+
+
+@contextmanager
+def s3_server(log: Path, buckets: tuple[str, ...] = ()) -> Iterator[dict[str, str]]:
+    """moto's S3-protocol server (`moto[s3]`, a dev dependency: the one S3-protocol server the
+    package registries offer) on a free loopback port, `buckets` made; yields the variables
+    pyarrow, pyiceberg and Quanyu read the endpoint and keys from. Stopped when the block ends."""
+    import pyarrow.fs as pafs
+
+    port = free_port()
+    env = {"AWS_ACCESS_KEY_ID": "quanyu", "AWS_SECRET_ACCESS_KEY": "quanyu-secret", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    process = start_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], dict(os.environ),
+                           f"{env['AWS_ENDPOINT_URL']}/moto-api/", log, timeout=60)
+    try:
+        store = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
+                                  secret_key=env["AWS_SECRET_ACCESS_KEY"], region=env["AWS_DEFAULT_REGION"],
+                                  allow_bucket_creation=True)
+        for bucket in buckets:
+            store.create_dir(bucket)
+        yield env
+    finally:
+        stop_server(process, grace=10)
 
 
 def stop_server(process: subprocess.Popen, leader_first: bool = False, grace: float = 60.0) -> None:

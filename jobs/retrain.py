@@ -29,6 +29,7 @@ from typing import Annotated, Callable, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from jobs.promotion import Gate, decide, default_gates, sanity_problems
+from lake.location import store_env
 from lake.store import Lake
 from models.config import FamilyConfig
 from models.families import FAMILIES, plugin_env, family as known_family
@@ -114,32 +115,32 @@ def _digest(value) -> str:
 
 
 def data_digest(lake: Lake) -> str:
-    """What the families would read: the merge manifest (a fingerprint of every merged raw day)
-    and the dimension files."""
-    manifest = lake.table_dir("curated", "_manifest.json")
+    """What the families would read: the merge manifest of the lake's commit (a fingerprint of
+    every merged raw day) and the dimension files."""
+    record = lake.tables.commit_record()
     dims = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for t in ("products", "stores", "candidate_sites",
                                                                           "members", "calendar", "promotions", "prices")
             for p in lake.files("raw", t)]
-    return _digest([manifest.read_text() if manifest.exists() else "", dims])
+    return _digest([record.manifest if record else {}, dims])
 
 
 # --- training, in a Ray task --------------------------------------------------------------------------
 
-def _train_one(family: str, config_json: str, config_path: str | None, lake_root: str, tracking_uri: str,
+def _train_one(family: str, config_json: str, config_path: str | None, lake: Lake, tracking_uri: str,
                artifact_root: str | None, run_tags: dict) -> dict:
     from jobs import train
 
     config = known_family(family).config_class().model_validate_json(config_json)
-    result = train.main(family, config, Lake(lake_root), tracking_uri, config_path=config_path,
+    result = train.main(family, config, lake, tracking_uri, config_path=config_path,
                         artifact_root=artifact_root, run_tags=run_tags)
     return {"version": result.version, "run_id": result.run_id, "metrics": result.metrics,
             "seconds": result.seconds}
 
 
-def plugins_travel() -> dict:
-    """Ray options that carry the plugin families (QUANYU_FAMILIES) to the retrain's tasks, on a
-    cluster started without them."""
-    env = plugin_env()
+def plugins_travel(lake: Lake | None = None) -> dict:
+    """Ray options that carry the plugin families (QUANYU_FAMILIES), and what reaches a lake on a
+    store (its endpoint and keys), to the retrain's tasks on a cluster started without them."""
+    env = {**plugin_env(), **(store_env(lake.root) if lake is not None else {})}
     return {"runtime_env": {"env_vars": env}} if env else {}
 
 
@@ -161,7 +162,7 @@ def memory_reservations(estimates: dict[str, int], nodes: list[dict], mode: str 
 
 
 def train_all(todo: list[str], args: dict[str, tuple], parallel: bool, on_done, memory: dict[str, int] | None = None,
-               task=None) -> None:
+              task=None, lake: Lake | None = None) -> None:
     """Run task(*args[family]) (default `_train_one`) for each family as a Ray task (all at once
     when parallel, else one after another), each reserving memory[family] bytes when given, and
     call on_done(family, result or exception) as each one ends, so a finished family is gated and
@@ -171,7 +172,7 @@ def train_all(todo: list[str], args: dict[str, tuple], parallel: bool, on_done, 
     # SPREAD: one family per node while there are nodes. A family's task waits, CPU released, on
     # its training task; without SPREAD the next family could land on the same node, and one lost
     # node would take several families (or, by luck, none) with it
-    remote = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD", **plugins_travel())(task or _train_one)
+    remote = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD", **plugins_travel(lake))(task or _train_one)
     memory = memory or {}
     queue = list(todo)
     running: dict = {}
@@ -215,11 +216,11 @@ def _first_line(exc: BaseException) -> str:
 
 # --- gate -------------------------------------------------------------------------------------------
 
-def _holdout_one(family: str, config_json: str, lake_root: str) -> dict[str, float]:
+def _holdout_one(family: str, config_json: str, lake: Lake) -> dict[str, float]:
     from jobs import train
 
     config = known_family(family).config_class().model_validate_json(config_json)
-    return train.holdout_metrics(family, config, Lake(lake_root))
+    return train.holdout_metrics(family, config, lake)
 
 
 def champion_on_fresh_holdout(family: str, champion: str, candidate_config, candidate_metrics: dict[str, float],
@@ -248,8 +249,8 @@ def champion_on_fresh_holdout(family: str, champion: str, candidate_config, cand
         return candidate_metrics, "the same recipe, so the candidate's score on this holdout"
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=0, **plugins_travel())(_holdout_one).options(**({"memory": memory} if memory else {}))
-    fresh = ray.get(task.remote(family, recorded, str(lake.root)))
+    task = ray.remote(num_cpus=1, max_retries=0, **plugins_travel(lake))(_holdout_one).options(**({"memory": memory} if memory else {}))
+    fresh = ray.get(task.remote(family, recorded, lake))
     return fresh, "its recipe re-scored on this holdout"
 
 
@@ -362,6 +363,9 @@ def main(config: RetrainConfig, lake: Lake, tracking_uri: str, home: Path, date:
         return result
     state = State(home / "retrain" / f"{date}.json")
     if _validate(config, lake, date, state, result, say) and _merge(lake, result, say):
+        from jobs.train import pinned
+
+        lake = pinned(lake)  # every family trains and is gated on the merge's commit
         plan = _plan(config, lake, families, state, result)
         with _parent_run(tracking_uri, artifact_root, date, state, result) as parent:
             mlflow_tags = {"retrain_date": str(date), "families": ",".join(families), "data_digest": plan.data}
@@ -505,11 +509,11 @@ def _train_and_gate(plan: Plan, config: RetrainConfig, lake: Lake, tracking_uri:
         say(f"training {', '.join(plan.todo)}" + (" in parallel as memory allows"
                                                   if config.parallel and len(plan.todo) > 1 else ""))
         run_tags = {"mlflow.parentRunId": parent.info.run_id, "retrain_date": tags["retrain_date"]}
-        args = {f: (f, plan.configs[f][0].model_dump_json(), plan.configs[f][1], str(lake.root), tracking_uri,
+        args = {f: (f, plan.configs[f][0].model_dump_json(), plan.configs[f][1], lake, tracking_uri,
                     artifact_root, run_tags) for f in plan.todo}
         gatekeeper = Gatekeeper(plan, config, lake, tracking_uri, result, say)
         gatekeeper.memory.update(_reserve(plan.todo, lake, config.reserve_memory, say))
-        train_all(plan.todo, args, config.parallel, gatekeeper, gatekeeper.memory)
+        train_all(plan.todo, args, config.parallel, gatekeeper, gatekeeper.memory, lake=lake)
     result.steps["train_and_gate"] = round(time.monotonic() - t0, 1)
 
 

@@ -29,7 +29,7 @@ class Runtime:
         unless --ray-address or RAY_ADDRESS names a cluster."""
         env = os.environ if environ is None else environ
         home = Path(env.get("QUANYU_HOME", ".quanyu")).expanduser().resolve()
-        lake_root = Path(lake).expanduser() if lake else home / "lake"
+        lake_root = lake or home / "lake"  # a folder or a URI (s3://…): lake/location.py
         tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
         # a local store (SQLite, files) would otherwise put artifacts in ./mlruns of wherever the
         # command runs; a tracking server chooses its own artifact store

@@ -68,22 +68,23 @@ def family_run(family: str, tracking_uri: str, artifact_root: str | None, run_na
     use_experiment(f"quanyu-{family}", artifact_root)
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags({"family": family, "git_commit": git_commit(), "config": config.model_dump_json(),
-                         **lake_range(tags.get("lake")), **tags})
+                         **lake_range(tags.get("lake"), tags.get("lake_commit")), **tags})
         mlflow.log_params({**flatten("", config.model_dump(mode="json")), **params})
         mlflow.log_metrics(metrics)
         yield run
 
 
-def lake_range(root: str | None) -> dict[str, str]:
-    """The first and last day of the curated sales a run read: lineage tags."""
+def lake_range(root: str | None, commit: str | None = None) -> dict[str, str]:
+    """The first and last day of the curated sales a run read (at lake commit `commit`): lineage tags."""
     if not root:
         return {}
-    days = Lake(root).partitions("curated", "sales_lines")
+    days = Lake(root, int(commit) if commit else None).partitions("curated", "sales_lines")
     return {"lake_first_dt": str(min(days)), "lake_last_dt": str(max(days))} if days else {}
 
 
 # the run tags every registered version carries, so a version says what made it on its own
-LINEAGE_TAGS = ("family", "git_commit", "config", "config_path", "lake", "lake_first_dt", "lake_last_dt",
+LINEAGE_TAGS = ("family", "git_commit", "config", "config_path", "lake", "lake_commit", "lake_snapshots",
+                "lake_first_dt", "lake_last_dt",
                 "data_date", "mlflow.parentRunId", "retrain_date")
 
 

@@ -6,13 +6,14 @@
    cluster's executor (Ray tasks when Ray is up);
 3. log to MLflow what it handed back: params, its report's metrics (and its tables, as CSV), the
    digests of the tables it learned from, plots and files, tags (lake, config, as-of day, the
-   retrain's parent run);
+   lake commit and each curated table's snapshot it read, the retrain's parent run);
 4. register its pyfunc as `quanyu-<family>` and point the alias `candidate` at it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 import tempfile
 import time
@@ -26,10 +27,24 @@ from models.config import FamilyConfig
 from models.families import family as registered
 
 
-def read(family: str, config: FamilyConfig, lake: Lake, as_of: dt.date | None = None):
-    """The family's data, prepared from its inputs as the lake holds them (up to `as_of`)."""
+def read(family: str, config: FamilyConfig, lake: Lake, as_of: dt.date | None = None, lineage: dict | None = None):
+    """The family's data, prepared from its inputs as the lake holds them (up to `as_of`);
+    `lineage`, when given, receives the lake commit and each curated table's snapshot read."""
     training = registered(family).training()
-    return training.prepare(catalogue.read(lake, training.inputs(config), as_of), config)
+    lake = pinned(lake)
+    frames = catalogue.read(lake, training.inputs(config), as_of)
+    if lineage is not None and lake.commit is not None:
+        lineage.update(lake_commit=str(lake.commit), lake_snapshots=json.dumps(frames.snapshots, sort_keys=True))
+    return training.prepare(frames, config)
+
+
+def pinned(lake: Lake) -> Lake:
+    """`lake` at the commit it is pinned to, else at its latest commit now: every input of a
+    training from the same commit, even while a merge commits."""
+    if lake.commit is not None:
+        return lake
+    record = lake.tables.commit_record()
+    return lake.at(record.id) if record else lake
 
 
 def holdout_metrics(family: str, config: FamilyConfig, lake: Lake) -> dict[str, float]:
@@ -52,12 +67,13 @@ def main(family: str, config: FamilyConfig, lake: Lake, tracking_uri: str, confi
     def say(line: str) -> None:
         print(f"train {family}: {line} [{time.monotonic() - started:.0f} s]", file=sys.stderr, flush=True)
 
-    data = read(family, config, lake, as_of)
+    lineage: dict[str, str] = {}
+    data = read(family, config, lake, as_of, lineage)
     with tempfile.TemporaryDirectory(prefix=f"quanyu-{family}-") as scratch:
         trained = training.train(data, config, executor(), Path(scratch), say)
         metrics = trained.report.finite
         tags = {"lake": str(lake.root), "config_path": config_path or "defaults",
-                **({"as_of": str(as_of)} if as_of else {}), **trained.tags, **(run_tags or {})}
+                **({"as_of": str(as_of)} if as_of else {}), **lineage, **trained.tags, **(run_tags or {})}
         with family_run(family, tracking_uri, artifact_root, f"{family} {trained.origin}", config, tags,
                         trained.params, metrics) as run:
             log_inputs(lake, trained.learned_from)

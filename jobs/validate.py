@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from jobs.progress import as_completed
 from lake.contract import DIMENSION_TABLES, FACT_TABLES, RAW_TABLES
+from lake.location import read_parquet, task_options
 from lake.requirements import readiness
 from lake.settings import LakeSettings
 from lake.store import Lake
@@ -81,7 +81,7 @@ class ValidateResult:
 
 def _read_file(path: Path, table: str, lake: Lake) -> tuple[pa.Table | None, Violation | None]:
     try:
-        return pq.read_table(path), None
+        return read_parquet(path), None
     except (pa.ArrowException, OSError) as exc:
         return None, Violation(table, "unreadable", 0,
                                f"not a readable Parquet file ({type(exc).__name__}: {str(exc)[:160]}); "
@@ -227,7 +227,7 @@ def main(config: ValidateConfig, lake: Lake) -> ValidateResult:
     result.rows_checked.update(dim_rows)
     result.families = readiness({t for t, n in dim_rows.items() if n} | {t for t in FACT_TABLES
                                                                            if lake.partitions("raw", t)})
-    task = ray.remote(_check_partition)
+    task = ray.remote(_check_partition).options(**task_options(lake.root))  # a lake on a store: its keys go along
     refs_ref, channels_ref = ray.put(references), ray.put(store_channels)
     wanted = set(config.dates) if config.dates else None
     required = set(config.required_dates if config.required_dates is not None else config.dates or [])

@@ -18,7 +18,6 @@ Every problem is one `ImportProblem` per table × column × rule with its count,
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 
 import numpy as np

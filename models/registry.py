@@ -177,7 +177,9 @@ class Registry:
                         metric: self.metrics(family, str(v.version)).get(metric),
                         "gate": v.tags.get("refused") and f"refused: {v.tags['refused']}" or v.tags.get("gate", ""),
                         "lake_days": f"{v.tags.get('lake_first_dt', '?')} … {v.tags.get('lake_last_dt', '?')}",
-                        "git_commit": v.tags.get("git_commit", "")[:10], "run_id": v.run_id})
+                        "git_commit": v.tags.get("git_commit", "")[:10], "run_id": v.run_id,
+                        "lake_commit": v.tags.get("lake_commit"),
+                        "lake_snapshots": json.loads(v.tags.get("lake_snapshots") or "{}")})
         return out
 
     # --- moving ----------------------------------------------------------------------------------

@@ -77,10 +77,19 @@ def raw_copy(tiny_lake: Lake, tmp_path: Path) -> Lake:
 
 @pytest.fixture
 def lake_copy(tiny_lake: Lake, tmp_path: Path) -> Lake:
-    """A private copy of the tiny lake with its curated zone."""
-    target = Lake(tmp_path / "lake")
-    for zone in ("raw", "curated", "truth"):
-        shutil.copytree(tiny_lake.root / zone, target.root / zone)
+    """A private copy of the tiny lake with its curated tables."""
+    return copy_lake(tiny_lake, tmp_path / "lake")
+
+
+def copy_lake(source: Lake, root: Path, zones: tuple[str, ...] = ("raw", "truth")) -> Lake:
+    """A copy of `source` at `root`: the files of `zones` (their times kept) and its curated
+    tables as its latest commit shows them, as the copy's first commit."""
+    target = Lake(root)
+    for zone in zones:
+        shutil.copytree(source.root / zone, target.root / zone)
+    if (source.root / "settings.yaml").exists():
+        shutil.copy2(source.root / "settings.yaml", target.root / "settings.yaml")
+    source.tables.copy_into(target.tables)
     return target
 
 

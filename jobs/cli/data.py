@@ -143,7 +143,8 @@ def data_merge(ctx, lake, dates, rebuild) -> None:
     ensure_ray(runtime)
     result = merge.main(merge.MergeConfig(dates=parse_dates(dates), rebuild=rebuild), runtime.lake)
     click.echo(f"merged {len(result.merged)} day(s), skipped {result.skipped} unchanged, "
-               f"removed {len(result.removed)} stale, in {result.seconds} s")
+               f"removed {len(result.removed)} stale, in {result.seconds} s"
+               + (f"; lake commit {result.commit}" if result.commit is not None else "; the lake is unchanged"))
     if result.merged:
         click.echo(f"lines {result.lines:,}; units net raw {result.raw_units_net:,} = curated {result.curated_units_net:,}; "
                    f"demand rows {result.demand_rows:,}; stores with performance {result.stores_with_performance}")
@@ -173,10 +174,30 @@ def data_describe(ctx, lake, as_json) -> None:
     click.echo(describe_text(info))
 
 
+@data.command("commits")
+@lake_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def data_commits(ctx, lake, as_json) -> None:
+    """The lake's commits, oldest first: each names the snapshot of every curated table it made
+    visible (`quanyu train <family> --as-of-commit N` trains on exactly that data)."""
+    runtime = runtime_of(ctx, lake)
+    history = runtime.lake.tables.history()
+    if as_json:
+        click.echo(json.dumps([{"commit": c.id, "at": c.at, "note": c.note, "snapshots": c.snapshots}
+                               for c in history], indent=2))
+        return
+    if not history:
+        click.echo(f"{runtime.lake.root}: no commits yet — run quanyu data merge")
+    for c in history:
+        click.echo(f"{c.id:>5}  {c.at}  {c.note}")
+
+
 def describe_text(info: dict) -> str:
     if not info["tables"]:
         return f"{info['lake']}: no tables yet — run quanyu data generate (or load your data into raw/)"
-    lines = [f"lake {info['lake']}", f"{'zone':<8} {'table':<18} {'rows':>12} {'files':>7} {'size':>10}  dates"]
+    commit = f" at commit {info['commit']}" if info.get("commit") is not None else ""
+    lines = [f"lake {info['lake']}{commit}", f"{'zone':<8} {'table':<18} {'rows':>12} {'files':>7} {'size':>10}  dates"]
     for t in info["tables"]:
         dates = f"{t['first_dt']} … {t['last_dt']} ({t['partitions']} days)" if t["first_dt"] else ""
         lines.append(f"{t['zone']:<8} {t['table']:<18} {t['rows']:>12,} {t['files']:>7,} {human_bytes(t['bytes']):>10}  {dates}")

@@ -45,7 +45,8 @@ def models_list(ctx) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def models_show(ctx, family, as_json) -> None:
-    """Every version of FAMILY, newest first: aliases, main metric, gate verdict, lake days, commit."""
+    """Every version of FAMILY, newest first: aliases, main metric, gate verdict, lake days, commit,
+    and the lake commit and table snapshots it was trained on."""
     registry = _registry(ctx)
     metric = gates()[family].metric
     versions = registry.versions(family, metric)
@@ -59,6 +60,9 @@ def models_show(ctx, family, as_json) -> None:
         value = f"{v[metric]:.4f}" if v[metric] is not None else "-"
         click.echo(f"v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {metric} {value:<8} lake {v['lake_days']}  "
                    f"commit {v['git_commit'] or '?'}  {v['created']}")
+        if v["lake_commit"]:
+            click.echo(f"      data: lake commit {v['lake_commit']}; snapshots "
+                       + ", ".join(f"{t} {s}" for t, s in sorted(v["lake_snapshots"].items())))
         if v["gate"]:
             click.echo(f"      gate: {v['gate']}")
 

@@ -28,7 +28,8 @@ def train() -> None:
     """Train a model family, evaluate it against its baselines and register a candidate."""
 
 
-def _train(ctx: click.Context, name: str, lake: str | None, config_path: str | None, as_of=None) -> None:
+def _train(ctx: click.Context, name: str, lake: str | None, config_path: str | None, as_of=None,
+           commit: int | None = None) -> None:
     """Train one family, register its candidate and print the headline metrics."""
     from jobs import train as job
     from models.families import family
@@ -37,8 +38,9 @@ def _train(ctx: click.Context, name: str, lake: str | None, config_path: str | N
     with refusing(ValueError):
         config, path = spec.config(config_path)
     runtime = runtime_of(ctx, lake)
+    runtime.lake.at(commit).tables.commit_record()  # a commit that does not exist says so now
     ensure_ray(runtime)
-    result = job.main(name, config, runtime.lake, runtime.tracking_uri, config_path=path,
+    result = job.main(name, config, runtime.lake.at(commit), runtime.tracking_uri, config_path=path,
                       artifact_root=runtime.artifact_root, as_of=as_of)
     click.echo(f"registered quanyu-{name} version {result.version} (alias candidate), run {result.run_id}, "
                f"{spec.date_word} {result.origin}, {result.seconds} s")
@@ -57,16 +59,21 @@ def _train(ctx: click.Context, name: str, lake: str | None, config_path: str | N
 
 
 def _train_command(name: str, summary: str) -> click.Command:
-    @click.command(name, help=summary + " With --as-of, a backtest's model: trained on the days up to that day only.")
+    @click.command(name, help=summary + " With --as-of, a backtest's model: trained on the days up to that day only. "
+                   "With --as-of-commit, on the curated tables exactly as that lake commit made them (quanyu "
+                   f"models show {name} prints each version's).")
     @lake_option
     @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
                   help=f"Family config [default: configs/{name}.yaml when present, else built-in defaults].")
     @click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%d"]), default=None,
                   help="The lake as it was on this day (YYYY-MM-DD): later days are not read [default: "
                        "the lake's last day].")
+    @click.option("--as-of-commit", "commit", type=click.IntRange(min=1), default=None,
+                  help="Read the curated tables as this lake commit made them (quanyu data commits lists "
+                       "them) [default: the latest].")
     @click.pass_context
-    def command(ctx, lake, config_path, as_of) -> None:
-        _train(ctx, name, lake, config_path, as_of.date() if as_of else None)
+    def command(ctx, lake, config_path, as_of, commit) -> None:
+        _train(ctx, name, lake, config_path, as_of.date() if as_of else None, commit)
 
     return command
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,15 +18,13 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import free_port, listening_addresses
+from tests.conftest import copy_lake, free_port, listening_addresses
 from tests.serving.test_planner import Planner, browser  # noqa: F401  (the fixture)
 
 
 @pytest.mark.heavy
 def test_the_demo_ends_with_a_location_champion_and_picks_on_the_planner_page(chain_lake, browser, tmp_path):  # noqa: F811
-    lake = tmp_path / "lake"
-    for zone in ("raw", "curated"):
-        shutil.copytree(chain_lake.root / zone, lake / zone)
+    lake = copy_lake(chain_lake, tmp_path / "lake", zones=("raw",)).root
     (tmp_path / "retrain.yaml").write_text(yaml.safe_dump({"families": ["location"]}))
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k not in ("QUANYU_API_KEYS", "QUANYU_ADMIN_KEYS", "RAY_ADDRESS",

@@ -6,7 +6,6 @@ one entry of QUANYU_FAMILIES and gets what the three families of the repository 
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 import requests
@@ -15,6 +14,7 @@ from mlflow import MlflowClient
 from lake.store import Lake
 from models.families import FAMILIES, PLUGINS, plugins
 from serving.families import wait_until
+from tests.conftest import copy_lake
 
 REF = "tests.families.stock.family:FAMILY"
 KEY = "stock-key-0123456789"
@@ -34,7 +34,7 @@ def stock(monkeypatch):
 @pytest.fixture
 def home(tiny_lake, tmp_path, monkeypatch):
     """QUANYU_HOME with a copy of the merged tiny lake."""
-    shutil.copytree(tiny_lake.root, tmp_path / "lake")
+    copy_lake(tiny_lake, tmp_path / "lake")
     monkeypatch.setenv("QUANYU_HOME", str(tmp_path))
     for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)

@@ -97,22 +97,36 @@ def test_merging_again_changes_nothing(lake_copy, ray_session):
     for table, data in before.items():
         assert lake_copy.read("curated", table, day).equals(data), table
     assert lake_copy.read("curated", "store_performance").equals(perf)
+    commit = lake_copy.tables.commit_record()
     again = merge.main(merge.MergeConfig(), lake_copy)
     assert again.merged == [] and again.skipped == len(result.merged)
+    assert again.commit is None and lake_copy.tables.commit_record() == commit  # no new commit, no new snapshot
 
 
 def test_a_changed_day_is_the_only_day_merged_again(lake_copy, ray_session):
+    """A late correction to one raw day: that day alone is merged again, one lake commit whose
+    daily tables each swapped exactly one data file (that day's), the other days' rows intact;
+    the commit before it still reads as it was (time travel)."""
     days = lake_copy.partitions("raw", "pos_transactions")
     changed = days[60]
-    mtimes = {d: lake_copy.files("curated", "demand_daily", d)[0].stat().st_mtime_ns for d in days[:100]}
+    previous = lake_copy.tables.commit_record()
+    others = [d for d in days[:100] if d != changed]
+    before = lake_copy.read_all("curated", "demand_daily", days=others)
+    old_day = lake_copy.read("curated", "demand_daily", changed)
     f = lake_copy.files("raw", "pos_transactions", changed)[0]
     table = pq.read_table(f)
     pq.write_table(table.slice(1), f)  # a late correction removes one line
     result = merge.main(merge.MergeConfig(), lake_copy)
-    assert result.merged == [changed]
-    for d, mtime in mtimes.items():
-        same = lake_copy.files("curated", "demand_daily", d)[0].stat().st_mtime_ns == mtime
-        assert same == (d != changed), d
+    assert result.merged == [changed] and result.commit == previous.id + 1
+    for name in merge.CURATED_DAILY:  # each table swapped that day's data file, and only it
+        table = lake_copy.tables._load(name)
+        old, new = ({(p, d["dt"]) for p, d in zip(files["file_path"].to_pylist(), files["partition"].to_pylist())}
+                    for files in (table.inspect.files(s) for s in (previous.snapshots[name],
+                                                                    lake_copy.tables.snapshot(name))))
+        assert len(old - new) == len(new - old) == 1 and {d for _, d in old ^ new} == {changed}, name
+    assert lake_copy.read_all("curated", "demand_daily", days=others).equals(before)
+    assert not lake_copy.read("curated", "demand_daily", changed).equals(old_day)
+    assert lake_copy.at(previous.id).read("curated", "demand_daily", changed).equals(old_day)
     assert result.raw_units_net == result.curated_units_net
 
 
@@ -183,21 +197,27 @@ def test_merge_refuses_unknown_dates_and_missing_dimensions(raw_copy, ray_sessio
         merge.main(merge.MergeConfig(), raw_copy)
 
 
-def _curated_bytes(lake, day) -> dict[str, bytes]:
-    return {name: b"".join(f.read_bytes() for f in lake.files("curated", name, day)) for name in merge.CURATED_DAILY}
+def _curated(lake, day) -> dict[str, pa.Table]:
+    return {name: lake.read("curated", name, day) for name in merge.CURATED_DAILY}
+
+
+def _data_files(lake, name: str, day) -> set[str]:
+    """The data files of a day of a curated table, on disk (referenced by the table or not)."""
+    return {str(p) for p in (lake.table_dir("curated", name) / "data" / f"dt={day}").glob("*.parquet")}
 
 
 def test_a_failed_write_during_a_merge_leaves_the_day_s_curated_tables_as_they_were(lake_copy, ray_session):
-    """One of the day's four curated tables cannot be written (its folder is in the way: a file
+    """One of the day's four curated tables cannot be written (its data folder is in the way: a file
     where the folder must be, a real OSError). The day is reported as failed, with the reason,
     and none of its other tables changed; once the obstacle is gone the day merges."""
     days = lake_copy.partitions("raw", "pos_transactions")
     changed = days[30]
     f = lake_copy.files("raw", "pos_transactions", changed)[0]
     pq.write_table(pq.read_table(f).slice(1), f)  # a late correction: the day must be merged again
-    before = _curated_bytes(lake_copy, changed)
-    blocked = lake_copy.table_dir("curated", "store_daily")
-    moved = blocked.with_name("store_daily.aside")
+    before, commit = _curated(lake_copy, changed), lake_copy.tables.commit_record()
+    files_before = _data_files(lake_copy, "sales_lines", changed)
+    blocked = lake_copy.table_dir("curated", "store_daily") / "data"
+    moved = blocked.with_name("data.aside")
     os.replace(blocked, moved)
     blocked.write_text("in the way")
     try:
@@ -207,11 +227,12 @@ def test_a_failed_write_during_a_merge_leaves_the_day_s_curated_tables_as_they_w
         os.replace(moved, blocked)
     assert result.exit_code == 1 and list(result.failed) == [changed.isoformat()]
     assert "no table was changed" in result.failed[changed.isoformat()]
-    assert _curated_bytes(lake_copy, changed) == before
-    assert not list(lake_copy.table_dir("curated", "sales_lines").glob(".*staging"))  # nothing left behind
+    assert result.commit is None and lake_copy.tables.commit_record() == commit
+    assert _curated(lake_copy, changed) == before
+    assert _data_files(lake_copy, "sales_lines", changed) == files_before  # the day's other files removed
     again = merge.main(merge.MergeConfig(), lake_copy)
     assert again.exit_code == 0 and again.merged == [changed]
-    assert _curated_bytes(lake_copy, changed) != before
+    assert _curated(lake_copy, changed) != before
 
 
 def _mount_tmpfs(target, size: int) -> bool:
@@ -224,26 +245,26 @@ def _mount_tmpfs(target, size: int) -> bool:
 
 def test_a_full_disk_during_a_merge_changes_no_curated_table(lake_copy, ray_session, tmp_path):
     """The lake on a small tmpfs filled to the last byte: the merge fails with a message naming the
-    full disk, every curated table is byte-for-byte as it was, and with space back it merges."""
-    import shutil
+    full disk, every curated table reads as it was (no new lake commit), and with space back it
+    merges."""
     import subprocess
 
-    from lake.store import Lake, LakeError
+    from tests.conftest import copy_lake
 
     size = sum(p.stat().st_size for p in lake_copy.root.rglob("*") if p.is_file())
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, size * 2 + 8 * 2**20):
         pytest.skip("this machine does not allow mounting a tmpfs (needs root and CAP_SYS_ADMIN); "
                     "test_a_failed_write_during_a_merge_… covers the same path with another OSError")
+    lake = None
     try:
-        shutil.copytree(lake_copy.root, disk / "lake")
-        lake = Lake(disk / "lake")
+        lake = copy_lake(lake_copy, disk / "lake")
         days = lake.partitions("raw", "pos_transactions")
         changed = days[45]
         f = lake.files("raw", "pos_transactions", changed)[0]
         pq.write_table(pq.read_table(f).slice(1), f)
-        before = {d: _curated_bytes(lake, d) for d in (changed, days[0], days[-1])}
-        manifest = (disk / "lake" / "curated" / "_manifest.json").read_bytes()
+        before = {d: _curated(lake, d) for d in (changed, days[0], days[-1])}
+        commit = lake.tables.commit_record()
         filler = disk / "filler"
         with open(filler, "wb") as out:  # fill the disk
             try:
@@ -252,34 +273,36 @@ def test_a_full_disk_during_a_merge_changes_no_curated_table(lake_copy, ray_sess
                     out.flush()
             except OSError:
                 pass
-        with pytest.raises(LakeError, match="No space left on device"):
-            merge.main(merge.MergeConfig(), lake)
-        assert {d: _curated_bytes(lake, d) for d in before} == before
-        assert (disk / "lake" / "curated" / "_manifest.json").read_bytes() == manifest
+        failed = merge.main(merge.MergeConfig(), lake)
+        assert failed.exit_code == 1 and "No space left on device" in failed.failed[changed.isoformat()]
+        assert {d: _curated(lake, d) for d in before} == before
+        assert lake.tables.commit_record() == commit
         filler.unlink()
         again = merge.main(merge.MergeConfig(), lake)
         assert again.exit_code == 0 and again.merged == [changed]
     finally:
+        if lake is not None:  # its catalog's SQLite file closed, so that the disk unmounts
+            lake.tables.catalog.engine.dispose()
         subprocess.run(["umount", str(disk)], capture_output=True)
 
 
-def test_every_curated_table_reads_with_hive_partitioning_as_documented(tiny_lake):
-    """docs/lake.md's recipes: pyarrow with the folder's dt typed as a date, DuckDB with
-    hive_types and Polars with hive_schema; each sees every row of every daily curated table,
-    dt as a date."""
+def test_every_curated_table_reads_with_outside_tools_as_documented(tiny_lake, monkeypatch):
+    """docs/lake.md's recipes: pyiceberg from the lake's catalog, Polars' scan_iceberg, and
+    DuckDB over the data files of the current snapshot; each sees every row of every daily
+    curated table, dt as a date."""
     import duckdb
     import polars as pl
-    import pyarrow.dataset as ds
+    from pyiceberg.catalog.sql import SqlCatalog
 
-    by_day = ds.partitioning(pa.schema([("dt", pa.date32())]), flavor="hive")
+    catalog = SqlCatalog("quanyu", uri=f"sqlite:///{tiny_lake.root / 'curated' / 'catalog.db'}")
     for name in ("sales_lines", "demand_daily", "interactions", "store_daily"):
-        folder = tiny_lake.table_dir("curated", name)
         rows = tiny_lake.count_rows("curated", name)
-        table = ds.dataset(folder, partitioning=by_day).to_table()
-        assert table.num_rows == rows > 0 and table.schema.field("dt").type == pa.date32()
-        got = duckdb.sql(f"select count(*), typeof(min(dt)) from read_parquet('{folder}/*/*.parquet', "
-                         "hive_partitioning = true, hive_types = {'dt': DATE})").fetchall()[0]
-        assert got == (rows, "DATE"), name
-        frame = pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True, hive_schema={"dt": pl.Date})
-        counted = frame.select(pl.len(), pl.col("dt").min()).collect()
+        table = catalog.load_table(f"curated.{name}")
+        arrow = table.scan().to_arrow()
+        assert arrow.num_rows == rows > 0 and arrow.schema.field("dt").type == pa.date32()
+        monkeypatch.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")  # without the optional polars_iceberg plan
+        counted = pl.scan_iceberg(table).select(pl.len(), pl.col("dt").min()).collect()
         assert counted.item(0, 0) == rows and counted.schema["dt"] == pl.Date, name
+        files = table.inspect.files()["file_path"].to_pylist()
+        got = duckdb.sql(f"select count(*), typeof(min(dt)) from read_parquet({files!r})").fetchall()[0]
+        assert got == (rows, "DATE"), name
