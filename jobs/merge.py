@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,9 +30,9 @@ from jobs.progress import as_completed
 from lake.contract import (
     ASSORTMENT, DEFAULT_PLATFORM, FACT_TABLES, IDENTITIES, PRICES, PRODUCTS, PROMOTIONS, STORES, complete, empty,
 )
+from lake.location import lake_root, task_options
 from lake.merge import RANGING_WINDOW_DAYS, Dimensions, merge_day, store_performance
 from lake.oneid import identity_index
-from lake.location import task_options
 from lake.store import Lake, LakeError
 from lake.tables import Staged, TableError
 
@@ -171,7 +170,7 @@ def _merge_one(lake: Lake, day: dt.date, dims: Dimensions, recent_pairs: pa.Tabl
             stats.staged.append(lake.tables.stage(name, day, getattr(curated, name)))
     except OSError as exc:
         for item in stats.staged:
-            Path(item.path).unlink(missing_ok=True)
+            lake_root(item.path).unlink(missing_ok=True)  # a local path or a URI on the store
         stats.staged = []
         stats.error = (f"could not write curated dt={day} under {lake.root}: {exc.strerror or exc}; no table was "
                        "changed — free space or fix permissions there, then run again")
