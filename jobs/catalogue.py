@@ -33,7 +33,8 @@ class Frames(dict):
 def read(lake: Lake, inputs: dict[str, Input], as_of: dt.date | None = None) -> Frames:
     """Each input by its name: a pandas frame, a parsed JSON document, or None for an optional
     input the lake does not have. With `as_of`, the lake as it was that day: no day after it.
-    Curated tables are read as `lake`'s commit shows them (`lake.at(commit)` pins one). Raises LakeError naming a needed table the lake lacks."""
+    Curated tables are read as `lake`'s commit shows them (`lake.at(commit)` pins one). Raises
+    LakeError naming a needed table the lake lacks."""
     frames = Frames(lake)
     for name, spec in inputs.items():
         frames[name], days = read_input(lake, spec, as_of)
