@@ -24,6 +24,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_for_later() -> int:
+    """A loopback port free now, for a server that binds it much later (HAProxy's metrics and
+    stats ports, chosen when Ray starts and bound when Serve starts HAProxy): taken below the
+    kernel's ephemeral range, which every outgoing connection draws from meanwhile — a port of
+    that range was taken by a client socket in one full test run before HAProxy could bind it."""
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for port in random.sample(range(10000, max(10001, low)), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def start_server(command: list[str], env: dict, ready_url: str, log: Path, timeout: float = 300,
                  cwd: Path | None = None) -> subprocess.Popen:
     """Start `command` in its own session (its log appended to `log`) and wait until `ready_url`

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import requests
 
-from jobs.processes import alive, free_port
+from jobs.processes import alive, port_for_later
 from jobs.runtime import Runtime, ensure_ray, ray_temp_dir
 from serving.http_limits import CALLBACK
 
@@ -236,7 +236,8 @@ def haproxy_env(home: Path, binary: str) -> dict[str, str]:
     if link.is_symlink() or link.exists():
         remove_haproxy_files(home)
     link.symlink_to(folder, target_is_directory=True)
-    metrics_port, stats_port = free_port(), free_port()
+    metrics_port = port_for_later()
+    stats_port = next(p for p in iter(port_for_later, None) if p != metrics_port)
     # Serve runs HAProxy through serving/bin/haproxy, which adds the one line its config template
     # lacks for retries of requests with a body (`option http-buffer-request`)
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_WRAPPER),
